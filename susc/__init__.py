@@ -1,0 +1,21 @@
+"""susc — susceptibilities in Bayesian learning, in JAX.
+
+Conventions (theory.md §1, the book's notation page): the localized tempered posterior is
+p(w) ∝ exp{−nβ L_n(w) − (γ/2)‖w − w*‖²}; the susceptibility of an observable φ to a data
+perturbation ΔL is χ = (1/nβ) ∂_h⟨φ⟩ = −Cov[φ, ΔL] and the Jacobian is nβ·χ; the SGLD step is
+w ← w − (ε/2)[nβ ∇L_B(w) + γ(w − w*)] + √ε ξ (blackjax's h = ε/2).
+"""
+from .covariance import Estimate, covariance, covariance_from_moments, ess, mean_estimate, rhat
+from .llc import LLCEstimate, llc
+from .posterior import potential_loss
+from .result import Moments, SampleResult
+from .runner import SamplingDivergence, sample
+from .samplers import SamplingAlgorithm, rmsprop_sgld, sgld, sgnht
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "sample", "sgld", "rmsprop_sgld", "sgnht", "SamplingAlgorithm", "SampleResult", "Moments",
+    "SamplingDivergence", "potential_loss", "covariance", "covariance_from_moments", "mean_estimate",
+    "Estimate", "ess", "rhat", "llc", "LLCEstimate",
+]

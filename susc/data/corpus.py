@@ -1,0 +1,125 @@
+"""Load the shipped real-text corpus: the CPython standard library, byte-level BPE tokenized.
+
+The artifacts in ``data/corpus/`` are built once by ``python scripts/build_corpus.py`` (see
+``data/README.md``) and never rebuilt by chapters:
+
+- ``stdlib_tokens.npz``: ``tokens`` (uint16 ``[N]``, documents joined by ``<|endoftext|>``) and
+  ``doc_starts`` (int64, index of each document's first token);
+- ``tokenizer.json``: the BPE merges (:class:`susc.data.tokenizer.Tokenizer`);
+- ``MANIFEST.json``: provenance (Python version, source file hashes, licence) and the sha256 of
+  both artifacts, checked on every load.
+
+:func:`load_corpus` cuts the token stream into non-overlapping windows of ``context_len + 1``
+tokens (input ``tokens[:, :-1]``, targets ``tokens[:, 1:]``, matching the per-token loss contract
+``loss_fn(params, batch) -> (B, T)``). The last ``test_fraction`` of the stream is held out.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .synthetic import numpy_rng
+from .tokenizer import Tokenizer
+
+__all__ = ["DEFAULT_DIR", "ARTIFACTS", "REBUILD", "sha256_file", "verify_corpus", "load_tokenizer",
+           "load_corpus_tokens", "load_corpus"]
+
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / "data" / "corpus"
+ARTIFACTS = ("stdlib_tokens.npz", "tokenizer.json")
+REBUILD = "python scripts/build_corpus.py"
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_corpus(data_dir=None) -> dict:
+    """Check every artifact's sha256 against ``MANIFEST.json``; return the manifest.
+
+    Runs on every load (hashing the ~2 MB of artifacts takes milliseconds), so an edited or
+    truncated file is always caught.
+
+    Raises:
+      FileNotFoundError: a file is missing. ValueError: a checksum mismatch. Both name the file
+      and the rebuild command.
+    """
+    d = Path(DEFAULT_DIR if data_dir is None else data_dir)
+    manifest_path = d / "MANIFEST.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{manifest_path} not found; build the corpus with `{REBUILD}` "
+                                "from the repository root (or pass data_dir=).")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    for name in ARTIFACTS:
+        if not (d / name).is_file():
+            raise FileNotFoundError(f"{d / name} not found; rebuild with `{REBUILD}`.")
+    for name in ARTIFACTS:
+        path = d / name
+        expected = manifest["artifacts"][name]["sha256"]
+        got = sha256_file(path)
+        if got != expected:
+            raise ValueError(f"checksum mismatch for {path}: sha256 {got} != {expected} recorded in "
+                             f"{manifest_path}; the file is corrupt or stale, rebuild with `{REBUILD}`.")
+    return manifest
+
+
+def load_tokenizer(data_dir=None) -> Tokenizer:
+    """The shipped tokenizer (checksum-verified)."""
+    d = Path(DEFAULT_DIR if data_dir is None else data_dir)
+    verify_corpus(d)
+    return Tokenizer.load(d / "tokenizer.json")
+
+
+def load_corpus_tokens(data_dir=None) -> np.ndarray:
+    """The whole token stream, uint16 ``[N]`` (checksum-verified)."""
+    d = Path(DEFAULT_DIR if data_dir is None else data_dir)
+    verify_corpus(d)
+    with np.load(d / "stdlib_tokens.npz") as z:
+        return z["tokens"]
+
+
+def load_corpus(context_len: int, num_sequences: int | None = None, *, split: str = "train",
+                key=None, test_fraction: float = 0.05, data_dir=None) -> dict:
+    """Windows of the stdlib corpus: ``dict(tokens=int32 [n, context_len + 1])``.
+
+    Args:
+      context_len: T, the model's context length; windows hold ``T + 1`` tokens and do not overlap.
+      num_sequences: how many windows (default all in the split); an error if more than exist.
+      split: ``"train"`` (first ``1 - test_fraction`` of the stream), ``"test"`` (the rest) or
+        ``"all"``.
+      key: None takes the first windows in order; a JAX key or int seed takes a random subset
+        (without replacement, in random order).
+      data_dir: directory of the artifacts (default ``<repo>/data/corpus``).
+
+    Examples:
+      >>> load_corpus(64, 8)["tokens"].shape   # doctest: +SKIP
+      (8, 65)
+    """
+    if not isinstance(context_len, (int, np.integer)) or context_len < 1:
+        raise ValueError(f"context_len must be a positive int, got {context_len!r}.")
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}.")
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}.")
+    stream = load_corpus_tokens(data_dir)
+    cut = int(round(len(stream) * (1.0 - test_fraction)))
+    stream = {"train": stream[:cut], "test": stream[cut:], "all": stream}[split]
+    W = int(context_len) + 1
+    windows = stream[: (len(stream) // W) * W].reshape(-1, W)
+    total = len(windows)
+    if num_sequences is None:
+        num_sequences = total
+    if not 0 < num_sequences <= total:
+        raise ValueError(f"num_sequences must be in [1, {total}] for context_len={context_len} "
+                         f"and split={split!r}, got {num_sequences}.")
+    if key is None:
+        index = np.arange(num_sequences)
+    else:
+        index = numpy_rng(key).choice(total, size=num_sequences, replace=False)
+    return {"tokens": windows[index].astype(np.int32)}

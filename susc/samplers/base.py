@@ -1,0 +1,51 @@
+"""The sampler interface: a pair of pure functions ``(init, step)``.
+
+``init(position) -> aux`` builds the sampler's auxiliary state (empty for SGLD, RMSProp averages,
+SGNHT momentum and thermostat). ``step(key, position, aux, grads, mask) -> (position, aux)`` makes
+one update given `susc.posterior.Gradients` at ``position``. ``mask`` is a PyTree of 0/1 arrays like
+the position (or None): drift and noise are multiplied by it, so coordinates outside the component
+never move. Samplers are stateless and know nothing about chains: the runner vmaps them.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["SamplingAlgorithm", "tree_normal", "apply_mask"]
+
+
+class SamplingAlgorithm(NamedTuple):
+    """A sampler: ``init``/``step`` pure functions plus its name and hyperparameters (for records)."""
+
+    init: Callable[[Any], Any]
+    step: Callable[..., tuple[Any, Any]]
+    name: str
+    hyperparams: dict
+
+
+def tree_normal(key, tree):
+    """Independent standard normals shaped like ``tree`` (one key per leaf, fixed by leaf order)."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    keys = jax.random.split(key, len(leaves))
+    return jax.tree_util.tree_unflatten(
+        treedef, [jax.random.normal(k, jnp.shape(x), jnp.result_type(x)) for k, x in zip(keys, leaves)])
+
+
+def apply_mask(update, mask):
+    """Zero an update outside the component (mask None = everything moves)."""
+    if mask is None:
+        return update
+    return jax.tree_util.tree_map(lambda u, m: u * m.astype(u.dtype), update, mask)
+
+
+def check_step_size(step_size, name="step_size"):
+    try:
+        ok = float(step_size) > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} (ε) must be a positive number, got {step_size!r}; "
+                         "typical values are 1e-5 to 1e-2 (lower it if chains diverge)")
+    return float(step_size)

@@ -1,0 +1,38 @@
+r"""Stochastic gradient Langevin dynamics (Welling & Teh 2011) with localization.
+
+One step, the convention of theory.md §2.1 and devinterp:
+
+.. math::
+
+    w \leftarrow w - \frac{\epsilon}{2}\big[n\beta\,\nabla L_B(w) + \gamma (w - w^*)\big] + \sqrt{\epsilon}\,\xi,
+    \qquad \xi \sim \mathcal N(0, I).
+
+The bracket is the potential gradient ∇U supplied by the runner. blackjax writes the same update as
+``x + h ∇log p + sqrt(2h) ξ``: its ``step_size`` h equals ε/2 here. With a mask, drift and noise are
+zero outside the component. For a quadratic of precision p the stationary variance is
+1/(p(1 − εp/4)) (unadjusted-Langevin step-size bias, theory.md §4.1 with h = ε/2).
+"""
+from __future__ import annotations
+
+import jax
+
+from .base import SamplingAlgorithm, apply_mask, check_step_size, tree_normal
+
+__all__ = ["sgld"]
+
+
+def sgld(step_size: float) -> SamplingAlgorithm:
+    """SGLD with step size ``step_size`` = ε (blackjax h = ε/2)."""
+    eps = check_step_size(step_size)
+
+    def init(position):
+        return ()
+
+    def step(key, position, aux, grads, mask):
+        noise = tree_normal(key, position)
+        update = jax.tree_util.tree_map(
+            lambda g, z: -0.5 * eps * g + eps ** 0.5 * z, grads.potential, noise)
+        update = apply_mask(update, mask)
+        return jax.tree_util.tree_map(lambda w, u: w + u, position, update), aux
+
+    return SamplingAlgorithm(init, step, "sgld", {"step_size": eps})
