@@ -96,8 +96,10 @@ def make_kernels(post: Posterior, sampler: SamplingAlgorithm, observables: dict[
                 y = None if yn is None else vals[yn]
                 upd = (lambda a, x, y_, act: acc_update(a, b, x, y_, act))
                 new_accs[key_] = jax.vmap(upd)(accs[key_], vals[xn], y, bad < 0)
-            if progress_cb is not None:
-                jax.debug.callback(progress_cb, d + 1)
+            if progress_cb is not None:  # ~200 host round-trips per run, not one per draw
+                every = max(1, num_draws // 200)
+                jax.lax.cond(((d + 1) % every == 0) | (d + 1 == num_draws),
+                             lambda: jax.debug.callback(progress_cb, d + 1), lambda: None)
             out = (loss, obs) if store_draws else (loss, {})
             return (states, new_accs), out
 
