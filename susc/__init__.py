@@ -5,8 +5,10 @@ p(w) ∝ exp{−nβ L_n(w) − (γ/2)‖w − w*‖²}; the susceptibility of an
 perturbation ΔL is χ = (1/nβ) ∂_h⟨φ⟩ = −Cov[φ, ΔL] and the Jacobian is nβ·χ; the SGLD step is
 w ← w − (ε/2)[nβ ∇L_B(w) + γ(w − w*)] + √ε ξ (blackjax's h = ε/2).
 """
+from . import classical, config, exact, patterning
 from .covariance import Estimate, covariance, covariance_from_moments, ess, mean_estimate, rhat
 from .llc import LLCEstimate, llc
+from .nuts import nuts
 from .posterior import potential_loss
 from .result import Moments, SampleResult
 from .runner import SamplingDivergence, sample
@@ -14,8 +16,10 @@ from .samplers import SamplingAlgorithm, rmsprop_sgld, sgld, sgnht
 
 __version__ = "0.1.0"
 
+config.setup()  # JAX's persistent compilation cache on by default (~/.cache/susc/jax or $JAX_COMPILATION_CACHE_DIR)
+
 __all__ = [
     "sample", "sgld", "rmsprop_sgld", "sgnht", "SamplingAlgorithm", "SampleResult", "Moments",
     "SamplingDivergence", "potential_loss", "covariance", "covariance_from_moments", "mean_estimate",
-    "Estimate", "ess", "rhat", "llc", "LLCEstimate",
+    "Estimate", "ess", "rhat", "llc", "LLCEstimate", "nuts", "exact", "classical", "patterning", "config",
 ]

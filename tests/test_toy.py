@@ -140,7 +140,7 @@ def test_logistic_regression_mle_and_labels():
     toy = T.logistic_regression(jax.random.key(6), 4000, 3)
     X, Y = toy.info["X"], toy.info["y"]
     p = 1 / (1 + np.exp(-X @ toy.info["w_mle"]))
-    np.testing.assert_allclose(X.T @ (p - Y) / len(Y), 0.0, atol=1e-12)          # score = 0 at the MLE
+    np.testing.assert_allclose(X.T @ (p - Y) / len(Y), 0.0, atol=1e-9)  # score = 0 at the MLE (Newton stops ~1e-10)
     g = jax.grad(lambda w: jnp.mean(toy.loss_fn(w, toy.data)))(toy.params)
     np.testing.assert_allclose(np.asarray(g), 0.0, atol=1e-5)                     # same point in float32
     p_true = 1 / (1 + np.exp(-X @ toy.info["w_true"]))
