@@ -20,6 +20,8 @@ PYTEST_WORKERS ?= 2
 export JAX_COMPILATION_CACHE_DIR := $(CURDIR)/_build/jax_cache
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS := 0
 export PYTHONDONTWRITEBYTECODE := 1
+# Progress bars are for interactive runs; builds and tests stay quiet (susc/progress.py).
+export SUSC_PROGRESS := 0
 
 JB_FLAGS := --all -W -n --keep-going
 NBVAL_FLAGS := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
