@@ -52,8 +52,11 @@ test-fast: $(STAMP)  ## unit tests only, no slow ones, no notebooks
 
 # Each profile gets its own jupyter-cache (_build/.jupyter_cache_<profile>, see
 # book/_ext/profile_cache.py); the HTML is rebuilt from scratch so no stale page survives.
+# Chapters are first executed in parallel into the same jupyter-cache (scripts/preexecute_book.py);
+# the build then reuses them, and re-executes (and reports) any chapter that failed there.
 define build_book
 	rm -rf _build/html _build/.doctrees
+	SUSC_PROFILE=$(1) $(BIN)/python scripts/preexecute_book.py $(1)
 	SUSC_PROFILE=$(1) $(BIN)/jupyter-book build $(JB_FLAGS) .
 endef
 
