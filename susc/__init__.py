@@ -7,12 +7,17 @@ w ← w − (ε/2)[nβ ∇L_B(w) + γ(w − w*)] + √ε ξ (blackjax's h = ε/2
 """
 from . import classical, config, exact, patterning
 from .covariance import Estimate, covariance, covariance_from_moments, ess, mean_estimate, rhat
+from .influence import BIFResult, bif, influence_matrix
 from .llc import LLCEstimate, llc
 from .nuts import nuts
 from .posterior import potential_loss
 from .result import Moments, SampleResult
 from .runner import SamplingDivergence, sample
 from .samplers import SamplingAlgorithm, rmsprop_sgld, sgld, sgnht
+from .structural import (PCAResult, StructuralResult, pca, stack_masks, standardize, structural_from_results,
+                         structural_susceptibilities)
+from .susceptibility import (jacobian, mixture_susceptibility, per_sample_susceptibility, reweighting_derivative,
+                             susceptibility, susceptibility_from_result)
 
 __version__ = "0.1.0"
 
@@ -22,4 +27,7 @@ __all__ = [
     "sample", "sgld", "rmsprop_sgld", "sgnht", "SamplingAlgorithm", "SampleResult", "Moments",
     "SamplingDivergence", "potential_loss", "covariance", "covariance_from_moments", "mean_estimate",
     "Estimate", "ess", "rhat", "llc", "LLCEstimate", "nuts", "exact", "classical", "patterning", "config",
+    "susceptibility", "mixture_susceptibility", "per_sample_susceptibility", "reweighting_derivative", "jacobian",
+    "susceptibility_from_result", "influence_matrix", "bif", "BIFResult", "structural_susceptibilities",
+    "structural_from_results", "StructuralResult", "stack_masks", "standardize", "pca", "PCAResult",
 ]

@@ -1,0 +1,197 @@
+r"""The influence matrix (Bayesian influence function, BIF) from per-sample loss draws.
+
+Conventions (theory.md §1): the localized tempered posterior is
+:math:`p(w) \propto \exp\{-n\beta L^\rho_n(w) - \tfrac\gamma2\|w-w^*\|^2\}`, :math:`L^\rho_n = \frac1n\sum_i\rho_i\ell_i`
+(only ``nbeta`` = nβ enters). With the per-sample losses as observables,
+
+.. math::
+
+    \mathrm{BIF}(i, j) = -\mathrm{Cov}[\ell_i, \ell_j]
+    \qquad\text{(Kreer et al. 2025; no centring),}
+
+so that ∂⟨ℓ_j⟩/∂ρ_i = β·BIF(i, j) with β = nβ/n (β, not nβ). The L-centred version is the per-sample
+susceptibility of the query loss, χ_i(ℓ_j) = −Cov[ℓ_i − L_n, ℓ_j] (``centered_by=result.loss`` or
+``bif(..., centered=True)``), whose rows sum to zero over a full training set. ``correlation=True``
+gives the negated posterior correlation −Corr[ℓ_i, ℓ_j] ∈ [−1, 1].
+
+**Sign against devinterp.** devinterp's ``bif()`` returns the *positive* posterior correlation (or
+the positive covariance with ``compute_covariance=True``) and applies no minus sign, so
+``susc`` BIF = −(devinterp output). Both pool chains × draws ("stack") and divide by N − 1.
+
+Per-token losses ``[C, D, N, T]`` give the token–token matrix ``[N, N', T, T']``
+(``token_mean=True`` averages tokens first: ``[N, N']``). The matrix is built in blocks of
+``block_size`` features, so the batch-means standard errors (which need one covariance per chain
+batch) never hold more than ``K × block_size²`` numbers at once.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from .covariance import Estimate
+
+__all__ = ["influence_matrix", "bif", "BIFResult"]
+
+
+def _as_losses(x, name, token_mean):
+    x = np.asarray(x)
+    if x.ndim not in (3, 4):
+        raise ValueError(f"{name} must be per-sample loss draws [chains, draws, N] or per-token "
+                         f"[chains, draws, N, T], got shape {x.shape}")
+    if token_mean and x.ndim == 4:
+        x = x.mean(axis=3)
+    return x
+
+
+def _batch_edges(D, num_batches):
+    B = int(min(max(int(num_batches), 1), D))
+    return (np.arange(B + 1) * D) // B
+
+
+def _block_stats(a, b, edges, want_se, correlation):
+    """Pooled (co)variance block and its batch-means SE for a [C, D, fa], b [C, D, fb] (float64)."""
+    C, D = a.shape[:2]
+    N = C * D
+    ac = (a - a.mean((0, 1))).reshape(N, -1)
+    bc = (b - b.mean((0, 1))).reshape(N, -1)
+    cov = ac.T @ bc / (N - 1)
+    if correlation:
+        sa = np.sqrt((ac ** 2).sum(0) / (N - 1))
+        sb = np.sqrt((bc ** 2).sum(0) / (N - 1))
+        cov = cov / np.outer(sa, sb)
+    if not want_se:
+        return cov, None
+    subs = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        if hi - lo < 2:
+            continue
+        xa = a[:, lo:hi] - a[:, lo:hi].mean(1, keepdims=True)        # [C, k, fa]
+        xb = b[:, lo:hi] - b[:, lo:hi].mean(1, keepdims=True)
+        sub = np.einsum("cki,ckj->cij", xa, xb) / (hi - lo - 1)      # [C, fa, fb]
+        if correlation:
+            va = (xa ** 2).sum(1) / (hi - lo - 1)
+            vb = (xb ** 2).sum(1) / (hi - lo - 1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                sub = sub / np.sqrt(va[:, :, None] * vb[:, None, :])
+        subs.append(sub)
+    if not subs:
+        return cov, np.full(cov.shape, np.nan)
+    subs = np.concatenate(subs, 0)
+    se = subs.std(0, ddof=1) / np.sqrt(subs.shape[0]) if subs.shape[0] > 1 else np.full(cov.shape, np.nan)
+    return cov, se
+
+
+def influence_matrix(losses_a, losses_b=None, *, centered_by=None, correlation: bool = False,
+                     token_mean: bool = False, block_size: int = 256, num_batches: int = 8,
+                     se: bool = True) -> Estimate:
+    """BIF(i, j) = −Cov[ℓ_i, ℓ_j] pooled over chains × draws, in blocks, with batch-means SE.
+
+    Args:
+        losses_a: training-sample losses ``[C, D, N]`` (or per token ``[C, D, N, T]``) at every draw.
+        losses_b: query losses ``[C, D, N']`` / ``[C, D, N', T']`` from the same draws; None = losses_a.
+        centered_by: ``[C, D]`` loss L at each draw (``result.loss``). Rows become ℓ_i − L, giving the
+            per-sample susceptibility χ_i(ℓ_j) = −Cov[ℓ_i − L, ℓ_j] (columns stay uncentred).
+        correlation: −Corr[ℓ_i, ℓ_j] instead of −Cov (devinterp's default output, negated).
+        token_mean: average per-token losses over tokens first ([N, N'] instead of [N, N', T, T']).
+        block_size: features (samples × tokens) per block; memory ~ num_batches·C·block_size².
+        num_batches: contiguous batches per chain for the standard error (as `susc.covariance`).
+        se: compute the standard error (False: ``se`` is NaN, about half the work).
+
+    Returns:
+        `Estimate` with value and se of shape ``[N, N', *T, *T']``. devinterp ``bif()`` = −value.
+    """
+    a = _as_losses(losses_a, "losses_a", token_mean)
+    b = a if losses_b is None else _as_losses(losses_b, "losses_b", token_mean)
+    if a.shape[:2] != b.shape[:2]:
+        raise ValueError(f"losses_a {a.shape} and losses_b {b.shape} must come from the same draws "
+                         "(same [chains, draws] axes)")
+    C, D = a.shape[:2]
+    if C * D < 2:
+        raise ValueError("need at least 2 draws in total to estimate a covariance")
+    if int(block_size) < 1:
+        raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+    if centered_by is not None:
+        L = np.asarray(centered_by)
+        if L.shape != (C, D):
+            raise ValueError(f"centered_by must be the per-draw loss [C, D] = {(C, D)} (e.g. result.loss), "
+                             f"got {L.shape}")
+        L = L.reshape(C, D, *([1] * (a.ndim - 2))).astype(np.float64)
+    else:
+        L = None
+    sa, sb = a.shape[2:], b.shape[2:]
+    fa, fb = int(np.prod(sa)), int(np.prod(sb))
+    A, Bm = a.reshape(C, D, fa), b.reshape(C, D, fb)
+    Lf = None if L is None else L.reshape(C, D, 1)
+    edges = _batch_edges(D, num_batches)
+    value = np.empty((fa, fb))
+    err = np.full((fa, fb), np.nan)
+    bs = int(block_size)
+    for i in range(0, fa, bs):
+        ai = A[:, :, i:i + bs].astype(np.float64)
+        if Lf is not None:
+            ai = ai - Lf
+        for j in range(0, fb, bs):
+            bj = Bm[:, :, j:j + bs].astype(np.float64)
+            v, s = _block_stats(ai, bj, edges, se, correlation)
+            value[i:i + bs, j:j + bs] = -v
+            if s is not None:
+                err[i:i + bs, j:j + bs] = s
+    out_shape = sa + sb
+    value, err = value.reshape(out_shape), err.reshape(out_shape)
+    if len(sa) == 2 or len(sb) == 2:   # [N, (T), N', (T')] -> [N, N', (T), (T')]
+        order = [0, len(sa)] + [k for k in range(len(out_shape)) if k not in (0, len(sa))]
+        value, err = value.transpose(order), err.transpose(order)
+    return Estimate(value, err, C * D)
+
+
+@dataclasses.dataclass(frozen=True)
+class BIFResult(Estimate):
+    """`Estimate` of the influence matrix plus the `SampleResult` of the run that produced it."""
+
+    result: Any = None
+
+
+def bif(key, loss_fn, params, data, query_data=None, *, sampler, nbeta: float, gamma: float = 0.0,
+        num_chains: int = 4, num_draws: int = 200, centered: bool = False, correlation: bool = False,
+        token_mean: bool = False, block_size: int = 256, num_batches: int = 8, weights=None,
+        se: bool = True, **sample_kwargs) -> BIFResult:
+    """Sample the localized posterior and return the influence matrix BIF(i, j) = −Cov[ℓ_i, ℓ_j].
+
+    Runs `susc.sample` with the per-sample losses of ``data`` (and of ``query_data``) as observables,
+    evaluated at every draw inside the compiled loop, then `influence_matrix` (rows = training
+    samples i of ``data``, columns = ``query_data`` or ``data``). ``centered=True`` subtracts the
+    draw's exact L^ρ_n = (1/n)Σ_i ρ_i ℓ_i (from the recorded per-sample losses, so rows sum to zero
+    even with minibatch sampling). devinterp's ``bif()`` returns −(this value) (it reports +corr/+cov).
+
+    Args:
+        loss_fn, params, data, sampler, nbeta, gamma, num_chains, num_draws, weights: as `susc.sample`;
+            other ``sample_kwargs`` (batch_size, num_burnin, steps_per_draw, ...) pass through.
+        query_data: PyTree like ``data`` with the query samples (None: the training samples).
+        centered, correlation, token_mean, block_size, num_batches, se: see `influence_matrix`.
+
+    Returns:
+        `BIFResult` (value, se, n, result) of shape ``[n, n_query(, T, T')]``.
+    """
+    from .runner import sample   # local import: runner imports heavy kernels
+
+    if "observables" in sample_kwargs:
+        raise ValueError("bif() builds its own observables (the per-sample losses); call susc.sample "
+                         "and influence_matrix directly to record more")
+    obs = {"train_losses": lambda p: loss_fn(p, data)}
+    if query_data is not None:
+        obs["query_losses"] = lambda p: loss_fn(p, query_data)
+    res = sample(key, loss_fn, params, data, sampler=sampler, nbeta=nbeta, gamma=gamma,
+                 num_chains=num_chains, num_draws=num_draws, observables=obs, weights=weights,
+                 num_batches=num_batches, **sample_kwargs)
+    train = res.observables["train_losses"]
+    L = None
+    if centered:
+        per = train.reshape(train.shape[:3] + (-1,)).mean(axis=3)           # mean over tokens: [C, D, n]
+        rho = np.ones(per.shape[2]) if weights is None else np.asarray(weights, np.float64)
+        L = (per.astype(np.float64) * rho).mean(axis=2)
+    query = res.observables.get("query_losses")
+    est = influence_matrix(train, query, centered_by=L, correlation=correlation, token_mean=token_mean,
+                           block_size=block_size, num_batches=num_batches, se=se)
+    return BIFResult(est.value, est.se, est.n, res)
