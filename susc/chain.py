@@ -44,23 +44,24 @@ def make_kernels(post: Posterior, sampler: SamplingAlgorithm, observables: dict[
     ``block(states, accs, cks, ctx, start, length)`` over a leading chain axis (not yet jitted:
     the runner may vmap them over components first; the lengths are static).
 
-    ``ctx`` = (data, weights, center, mask) is passed as an argument (never closed over) so large
-    datasets are not baked into the compiled program as constants.
+    ``ctx`` = (data, weights, center, mask, hyper) is passed as an argument (never closed over) so
+    large datasets are not baked into the compiled program as constants, and ``hyper`` = (nβ, γ, h)
+    are traced scalars: a sweep over them reuses one compiled program.
     """
 
     def init_one(ck, params, ctx):
-        data, weights, center, mask = ctx
+        data, weights, center, mask, hyper = ctx
         loss, grads = post.value_and_grads(params, center, data, weights,
-                                           jax.random.fold_in(jax.random.fold_in(ck, 0), 1))
+                                           jax.random.fold_in(jax.random.fold_in(ck, 0), 1), hyper)
         return ChainState(params, sampler.init(params), loss, grads,
                           jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32))
 
     def step_one(cs: ChainState, ck, ctx):
-        data, weights, center, mask = ctx
+        data, weights, center, mask, hyper = ctx
         k = jax.random.fold_in(ck, cs.step)
         pos, aux = sampler.step(jax.random.fold_in(k, 0), cs.position, cs.aux, cs.grads, mask)
         kb = jax.random.fold_in(jax.random.fold_in(ck, cs.step + 1), 1)
-        loss, grads = post.value_and_grads(pos, center, data, weights, kb)
+        loss, grads = post.value_and_grads(pos, center, data, weights, kb, hyper)
         return cs._replace(position=pos, aux=aux, loss=loss, grads=grads, step=cs.step + 1)
 
     def steps(states, cks, ctx, n):

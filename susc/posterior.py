@@ -86,16 +86,21 @@ class Posterior:
             return None
         return jax.random.choice(key, self.n, (self.batch_size,), replace=False)
 
-    def value_and_grads(self, params, center, data, weights, key):
-        """(L_B(w), Gradients) at ``params`` with the minibatch picked by ``key``."""
+    def value_and_grads(self, params, center, data, weights, key, hyper=None):
+        """(L_B(w), Gradients) at ``params`` with the minibatch picked by ``key``.
+
+        ``hyper`` = (nβ, γ, h) as traced scalars lets one compiled program serve a sweep over them;
+        None uses the values stored on the posterior.
+        """
+        nbeta, gamma, h = (self.nbeta, self.gamma, self.h) if hyper is None else hyper
         idx = self.batch_index(key)
         loss, g_loss = jax.value_and_grad(self.batch_loss)(params, data, weights, idx)
         g_data = g_loss
-        if self.delta_fn is not None and self.h != 0.0:
+        if self.delta_fn is not None:
             g_delta = jax.grad(lambda p: jnp.sum(self.delta_fn(p)))(params)
-            g_data = jax.tree_util.tree_map(lambda a, b: a + self.h * b, g_loss, g_delta)
+            g_data = jax.tree_util.tree_map(lambda a, b: a + h * b, g_loss, g_delta)
         g_pot = jax.tree_util.tree_map(
-            lambda g, w, c: self.nbeta * g + self.gamma * (w - c), g_data, params, center)
+            lambda g, w, c: nbeta * g + gamma * (w - c), g_data, params, center)
         return loss, Gradients(g_pot, g_loss)
 
 

@@ -28,6 +28,38 @@ from .streaming import acc_init, to_moments
 __all__ = ["sample", "SamplingDivergence"]
 
 _AFTER_BLOCK: Callable | None = None  # test hook: called with draws_done after each saved block
+_BAR: prog.Bar | None = None           # the bar of the run in progress (the compiled callback reads it)
+_KERNELS: dict = {}                    # compiled kernels of recent runs, so repeated calls skip tracing
+_KERNELS_MAX = 16
+_BUILTIN_SAMPLERS = ("sgld", "rmsprop_sgld", "sgnht")
+
+
+def _progress(n):
+    if _BAR is not None:
+        _BAR.update_to(n)
+
+
+def _kernels(post, sampler, observables, acc_spec, K, progress_on, **static):
+    """Compiled (init, burnin, block), reused across calls with the same functions and static settings.
+
+    Entries hold strong references to every function in their key, so an ``id`` in a live key can
+    never be recycled by another object. Built-in samplers are keyed by name and hyperparameters.
+    """
+    samp = ((sampler.name, tuple(sorted(sampler.hyperparams.items())))
+            if sampler.name in _BUILTIN_SAMPLERS and sampler.step.__module__.startswith("susc.samplers")
+            else ("custom", id(sampler.step)))
+    key = (id(post.loss_fn), id(post.delta_fn), post.n, post.batch_size, samp,
+           tuple((k, id(f)) for k, f in observables.items()), tuple(acc_spec.items()), K, progress_on,
+           tuple(sorted(static.items())))
+    hit = _KERNELS.get(key)
+    if hit is None:
+        raw = make_kernels(post, sampler, observables, acc_spec, progress_cb=_progress if progress_on else None,
+                           **static)
+        hit = (_compile(*raw, K), (post.loss_fn, post.delta_fn, sampler, dict(observables)))
+        if len(_KERNELS) >= _KERNELS_MAX:
+            _KERNELS.pop(next(iter(_KERNELS)))
+        _KERNELS[key] = hit
+    return hit[0]
 
 
 class SamplingDivergence(RuntimeError):
@@ -147,16 +179,17 @@ def sample(key, loss_fn, params, data, *, sampler: SamplingAlgorithm, nbeta: flo
     center = params if center is None else jax.tree_util.tree_map(jnp.asarray, center)
     w = jnp.ones((n,), jnp.float32) if weights is None else jnp.asarray(weights, jnp.float32)
     mask_in = mask if masks is None else masks
+    hyper = tuple(jnp.float32(v) for v in (nbeta, gamma, h))
     ctx = (jax.tree_util.tree_map(jnp.asarray, data), w, center,
-           None if mask_in is None else jax.tree_util.tree_map(jnp.asarray, mask_in))
+           None if mask_in is None else jax.tree_util.tree_map(jnp.asarray, mask_in), hyper)
 
+    global _BAR
     bar = prog.Bar(num_draws, f"{sampler.name} ×{num_chains}") if prog.enabled(progress) else None
-    init, burnin, block = make_kernels(
-        post, sampler, observables, acc_spec, num_draws=num_draws, num_batches=num_batches,
-        steps_per_draw=int(steps_per_draw), draw_loss=draw_loss, store_draws=store_draws,
-        progress_cb=None if bar is None else bar.update_to)
-
-    init, burnin, block = _compile(init, burnin, block, K)
+    init, burnin, block = _kernels(
+        post, sampler, observables, acc_spec, K, bar is not None, num_draws=num_draws,
+        num_batches=num_batches, steps_per_draw=int(steps_per_draw), draw_loss=draw_loss,
+        store_draws=bool(store_draws))
+    _BAR = bar
     cks = _shard(jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(num_chains)), num_chains)
     states = init(cks, params, ctx)
     init_loss = float(post.batch_loss(params, ctx[0], w))
@@ -197,6 +230,7 @@ def sample(key, loss_fn, params, data, *, sampler: SamplingAlgorithm, nbeta: flo
     finally:
         if bar is not None:
             bar.close()
+        _BAR = None
 
     dax = 1 if K is None else 2
     loss_all = np.concatenate(loss_blocks, axis=dax)
@@ -220,7 +254,7 @@ def _compile(init, burnin, block, K):
     Chain keys are shared across components (common random numbers)."""
     if K is None:
         return jax.jit(init), jax.jit(burnin, static_argnums=3), jax.jit(block, static_argnums=5)
-    cx = (None, None, None, 0)
+    cx = (None, None, None, 0, None)
     vinit = jax.vmap(init, in_axes=(None, None, cx))
     vburn = lambda s, c, x, n: jax.vmap(lambda s_, x_: burnin(s_, c, x_, n), in_axes=(0, cx))(s, x)
     vblock = lambda s, a, c, x, st, L: jax.vmap(lambda s_, a_, x_: block(s_, a_, c, x_, st, L),
