@@ -46,7 +46,7 @@ def make_kernels(post: Posterior, sampler: SamplingAlgorithm, observables: dict[
 
     ``ctx`` = (data, weights, center, mask, hyper) is passed as an argument (never closed over) so
     large datasets are not baked into the compiled program as constants, and ``hyper`` = (nβ, γ, h)
-    are traced scalars: a sweep over them reuses one compiled program.
+    and the step size ε are traced scalars: a sweep over them reuses one compiled program.
     """
 
     def init_one(ck, params, ctx):
@@ -59,7 +59,8 @@ def make_kernels(post: Posterior, sampler: SamplingAlgorithm, observables: dict[
     def step_one(cs: ChainState, ck, ctx):
         data, weights, center, mask, hyper = ctx
         k = jax.random.fold_in(ck, cs.step)
-        pos, aux = sampler.step(jax.random.fold_in(k, 0), cs.position, cs.aux, cs.grads, mask)
+        pos, aux = sampler.step(jax.random.fold_in(k, 0), cs.position, cs.aux, cs.grads, mask,
+                                {"step_size": hyper[3]})
         kb = jax.random.fold_in(jax.random.fold_in(ck, cs.step + 1), 1)
         loss, grads = post.value_and_grads(pos, center, data, weights, kb, hyper)
         return cs._replace(position=pos, aux=aux, loss=loss, grads=grads, step=cs.step + 1)

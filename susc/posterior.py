@@ -84,7 +84,8 @@ class Posterior:
         """Rows of one minibatch, drawn without replacement; None means full batch."""
         if self.batch_size is None or self.batch_size >= self.n:
             return None
-        return jax.random.choice(key, self.n, (self.batch_size,), replace=False)
+        # Without replacement: the B largest of n uniforms (top_k is O(n), unlike a full permutation).
+        return jax.lax.top_k(jax.random.uniform(key, (self.n,)), self.batch_size)[1]
 
     def value_and_grads(self, params, center, data, weights, key, hyper=None):
         """(L_B(w), Gradients) at ``params`` with the minibatch picked by ``key``.
@@ -92,7 +93,7 @@ class Posterior:
         ``hyper`` = (nβ, γ, h) as traced scalars lets one compiled program serve a sweep over them;
         None uses the values stored on the posterior.
         """
-        nbeta, gamma, h = (self.nbeta, self.gamma, self.h) if hyper is None else hyper
+        nbeta, gamma, h = (self.nbeta, self.gamma, self.h) if hyper is None else hyper[:3]
         idx = self.batch_index(key)
         loss, g_loss = jax.value_and_grad(self.batch_loss)(params, data, weights, idx)
         g_data = g_loss

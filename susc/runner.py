@@ -43,9 +43,10 @@ def _kernels(post, sampler, observables, acc_spec, K, progress_on, **static):
     """Compiled (init, burnin, block), reused across calls with the same functions and static settings.
 
     Entries hold strong references to every function in their key, so an ``id`` in a live key can
-    never be recycled by another object. Built-in samplers are keyed by name and hyperparameters.
+    never be recycled by another object. Built-in samplers are keyed by name and hyperparameters
+    other than the step size, which (like nβ, γ, h) is a runtime argument of the compiled program.
     """
-    samp = ((sampler.name, tuple(sorted(sampler.hyperparams.items())))
+    samp = ((sampler.name, tuple(sorted((k, v) for k, v in sampler.hyperparams.items() if k != "step_size")))
             if sampler.name in _BUILTIN_SAMPLERS and sampler.step.__module__.startswith("susc.samplers")
             else ("custom", id(sampler.step)))
     key = (id(post.loss_fn), id(post.delta_fn), post.n, post.batch_size, samp,
@@ -179,7 +180,7 @@ def sample(key, loss_fn, params, data, *, sampler: SamplingAlgorithm, nbeta: flo
     center = params if center is None else jax.tree_util.tree_map(jnp.asarray, center)
     w = jnp.ones((n,), jnp.float32) if weights is None else jnp.asarray(weights, jnp.float32)
     mask_in = mask if masks is None else masks
-    hyper = tuple(jnp.float32(v) for v in (nbeta, gamma, h))
+    hyper = tuple(jnp.float32(v) for v in (nbeta, gamma, h, sampler.hyperparams.get("step_size", 0.0)))
     ctx = (jax.tree_util.tree_map(jnp.asarray, data), w, center,
            None if mask_in is None else jax.tree_util.tree_map(jnp.asarray, mask_in), hyper)
 

@@ -1,8 +1,10 @@
 """The sampler interface: a pair of pure functions ``(init, step)``.
 
 ``init(position) -> aux`` builds the sampler's auxiliary state (empty for SGLD, RMSProp averages,
-SGNHT momentum and thermostat). ``step(key, position, aux, grads, mask) -> (position, aux)`` makes
-one update given `susc.posterior.Gradients` at ``position``. ``mask`` is a PyTree of 0/1 arrays like
+SGNHT momentum and thermostat). ``step(key, position, aux, grads, mask, hp=None) -> (position, aux)``
+makes one update given `susc.posterior.Gradients` at ``position``. ``hp`` optionally carries the
+step size as a traced scalar (``{"step_size": ε}``) so that one compiled program serves a sweep
+over ε; None uses the value the sampler was built with. ``mask`` is a PyTree of 0/1 arrays like
 the position (or None): drift and noise are multiplied by it, so coordinates outside the component
 never move. Samplers are stateless and know nothing about chains: the runner vmaps them.
 """

@@ -45,14 +45,15 @@ def rmsprop_sgld(step_size: float, alpha: float = 0.99, eps: float = 0.1) -> Sam
     def init(position):
         return RMSPropState(jax.tree_util.tree_map(jnp.zeros_like, position), jnp.zeros((), jnp.int32))
 
-    def step(key, position, aux, grads, mask):
+    def step(key, position, aux, grads, mask, hp=None):
+        step_size = base if hp is None else hp["step_size"]
         t = aux.t + 1
         v = jax.tree_util.tree_map(lambda v, g: alpha * v + (1 - alpha) * g * g, aux.v, grads.loss)
         corr = 1.0 - alpha ** t.astype(jnp.float32)
         noise = tree_normal(key, position)
 
         def upd(vv, g, z):
-            e = base / (jnp.sqrt(vv / corr) + eps)
+            e = step_size / (jnp.sqrt(vv / corr) + eps)
             return -0.5 * e * g + jnp.sqrt(e) * z
 
         update = apply_mask(jax.tree_util.tree_map(upd, v, grads.potential, noise), mask)

@@ -15,6 +15,7 @@ zero outside the component. For a quadratic of precision p the stationary varian
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 from .base import SamplingAlgorithm, apply_mask, check_step_size, tree_normal
 
@@ -28,10 +29,11 @@ def sgld(step_size: float) -> SamplingAlgorithm:
     def init(position):
         return ()
 
-    def step(key, position, aux, grads, mask):
+    def step(key, position, aux, grads, mask, hp=None):
+        e = eps if hp is None else hp["step_size"]
         noise = tree_normal(key, position)
         update = jax.tree_util.tree_map(
-            lambda g, z: -0.5 * eps * g + eps ** 0.5 * z, grads.potential, noise)
+            lambda g, z: -0.5 * e * g + jnp.sqrt(e) * z, grads.potential, noise)
         update = apply_mask(update, mask)
         return jax.tree_util.tree_map(lambda w, u: w + u, position, update), aux
 

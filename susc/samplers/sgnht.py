@@ -41,17 +41,18 @@ def sgnht(step_size: float, diffusion: float = 1.0) -> SamplingAlgorithm:
     def init(position):
         return SGNHTState(jax.tree_util.tree_map(jnp.zeros_like, position), jnp.asarray(diffusion, jnp.float32))
 
-    def step(key, position, aux, grads, mask):
+    def step(key, position, aux, grads, mask, hp=None):
+        e = eps if hp is None else hp["step_size"]
         noise = tree_normal(key, position)
         p = jax.tree_util.tree_map(
-            lambda p, g, z: p - eps * aux.xi * p - eps * g + jnp.sqrt(2 * diffusion * eps) * z,
+            lambda p, g, z: p - e * aux.xi * p - e * g + jnp.sqrt(2 * diffusion * e) * z,
             aux.momentum, grads.potential, noise)
         p = apply_mask(p, mask)
         ones = jax.tree_util.tree_map(jnp.ones_like, position)
         d = sum(jnp.sum(m) for m in jax.tree_util.tree_leaves(apply_mask(ones, mask)))
         kinetic = sum(jnp.sum(x * x) for x in jax.tree_util.tree_leaves(p))
-        xi = aux.xi + eps * (kinetic / d - 1.0)
-        position = jax.tree_util.tree_map(lambda w, pp: w + eps * pp, position, p)
+        xi = aux.xi + e * (kinetic / d - 1.0)
+        position = jax.tree_util.tree_map(lambda w, pp: w + e * pp, position, p)
         return position, SGNHTState(p, xi)
 
     return SamplingAlgorithm(init, step, "sgnht", {"step_size": eps, "diffusion": diffusion})
