@@ -13,8 +13,8 @@ With g the (unscaled) minibatch loss gradient ∇L_B and α = ``alpha``:
 Patterning in Practice. The preconditioner drops the O(ε) divergence correction term, as
 devinterp's ``add_grad_correction=False`` does. Because the preconditioner follows the chain's own
 recent gradients, the stationary law is then *not* exactly the posterior: on a 2-D Gaussian
-(nβ = 5, γ = 2, ε = 1e-3) the sampled variances came out 35% above the exact ones
-(tests/test_samplers.py). Use it to explore badly conditioned landscapes; use plain SGLD where
+(nβ = 5, γ = 2, ε = 1e-3) the sampled variances came out 35–45% above the exact ones
+(tests/test_samplers.py, book chapter 3). Use it to explore badly conditioned landscapes; use plain SGLD where
 covariances must be exact up to the known O(ε) step bias.
 """
 from __future__ import annotations
