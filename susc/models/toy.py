@@ -112,10 +112,10 @@ def polynomial_regression(key, powers: Sequence[int], *, n: int = 1000, x_std: f
         raise ValueError(f"powers must be nonnegative integers with max >= 1, got {powers}")
     kx, ky = jax.random.split(key)
     data = {"x": x_std * jax.random.normal(kx, (n,)), "y": y_std * jax.random.normal(ky, (n,))}
-    pj = jnp.asarray(p, jnp.float32)
-
     def loss_fn(w, batch):
-        return (batch["y"] - batch["x"] * jnp.prod(w ** pj)) ** 2
+        # integer powers: w ** 0.0 has a NaN gradient at w = 0, w ** 0 does not
+        f = jnp.prod(jnp.stack([w[i] ** int(k) for i, k in enumerate(p)]))
+        return (batch["y"] - batch["x"] * f) ** 2
 
     return Toy(f"polynomial{list(p)}", loss_fn, jnp.zeros(len(p), jnp.float32), data,
                1.0 / (2 * int(p.max())), {"powers": p})
