@@ -15,13 +15,13 @@ tokens (input ``tokens[:, :-1]``, targets ``tokens[:, 1:]``, matching the per-to
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 
 from .synthetic import numpy_rng
+from ..artifacts import sha256_file
 from .tokenizer import Tokenizer
 
 __all__ = ["DEFAULT_DIR", "ARTIFACTS", "REBUILD", "sha256_file", "verify_corpus", "load_tokenizer",
@@ -30,14 +30,6 @@ __all__ = ["DEFAULT_DIR", "ARTIFACTS", "REBUILD", "sha256_file", "verify_corpus"
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "data" / "corpus"
 ARTIFACTS = ("stdlib_tokens.npz", "tokenizer.json")
 REBUILD = "python scripts/build_corpus.py"
-
-
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify_corpus(data_dir=None) -> dict:
