@@ -193,7 +193,7 @@ def sample(key, loss_fn, params, data, *, sampler: SamplingAlgorithm, nbeta: flo
     _BAR = bar
     cks = _shard(jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(num_chains)), num_chains)
     states = init(cks, params, ctx)
-    init_loss = float(post.batch_loss(params, ctx[0], w))
+    init_loss = _full_loss(post, params, ctx[0], w)
     obs_shapes = {k: jax.eval_shape(f, params) for k, f in observables.items()}
     obs_shapes["loss"] = jax.ShapeDtypeStruct((), jnp.float32)
     lead = (num_chains,) if K is None else (K, num_chains)
@@ -248,6 +248,19 @@ def sample(key, loss_fn, params, data, *, sampler: SamplingAlgorithm, nbeta: flo
                                      "step_size or nbeta, or raise gamma", result, int(c), int(bad[k, c]))
         return _diverged(result, bad, on_divergence)
     return result
+
+
+def _full_loss(post: Posterior, params, data, weights) -> float:
+    """L^ρ_n(w*) over all n rows, in chunks of 8 minibatches when minibatching (a single forward
+    pass over a large token dataset can need many GB)."""
+    n = post.n
+    chunk = n if post.batch_size is None else min(n, 8 * post.batch_size)
+    f = jax.jit(post.batch_loss)
+    total = 0.0
+    for s in range(0, n, chunk):
+        part = jax.tree_util.tree_map(lambda x: x[s:s + chunk], data)
+        total += float(f(params, part, weights[s:s + chunk])) * min(chunk, n - s)
+    return total / n
 
 
 def _compile(init, burnin, block, K):
