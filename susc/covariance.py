@@ -119,13 +119,22 @@ def mean_estimate(x, *, num_batches: int = 8) -> Estimate:
     return Estimate(x.mean((0, 1)), se, C * D)
 
 
+def _numpyro_diagnostics():
+    # numpyro imports tqdm.auto, which warns "IProgress not found" into notebook pages without ipywidgets
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import numpyro.diagnostics
+    return numpyro.diagnostics
+
+
 def ess(x) -> np.ndarray:
     """Effective sample size of ``x [C, D, ...]`` (numpyro.diagnostics, Geyer's initial sequence)."""
-    from numpyro.diagnostics import effective_sample_size
+    effective_sample_size = _numpyro_diagnostics().effective_sample_size
     return np.asarray(effective_sample_size(np.asarray(x, np.float64)))
 
 
 def rhat(x) -> np.ndarray:
     """Split Gelman–Rubin R-hat of ``x [C, D, ...]`` (numpyro.diagnostics)."""
-    from numpyro.diagnostics import split_gelman_rubin
+    split_gelman_rubin = _numpyro_diagnostics().split_gelman_rubin
     return np.asarray(split_gelman_rubin(np.asarray(x, np.float64)))
