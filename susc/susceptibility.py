@@ -43,7 +43,7 @@ def scale(est: Estimate, factor: float) -> Estimate:
 
 
 def _draws(x, name):
-    x = np.asarray(x)
+    x = np.asarray(x, np.float64)  # differences like ℓ − L lose digits in float32
     if x.ndim < 2:
         raise ValueError(f"{name} must be draws [chains, draws, ...], got shape {x.shape}; "
                          "pass e.g. result.observables[name] or result.loss")
