@@ -136,6 +136,11 @@ def sample(key, loss_fn, params, data, *, sampler: SamplingAlgorithm, nbeta: flo
             "drop" (discard diverged chains and warn).
         progress: show a progress bar (quiet under pytest and when SUSC_PROGRESS=0).
 
+    Compiled programs are cached across calls keyed on the identity of ``loss_fn``, the observable
+    functions and ``delta_fn`` (and on shapes and static settings); nβ, γ, h and ε are runtime
+    arguments. Define observables once outside a loop to reuse the program in a sweep: a lambda
+    written inside the loop is a new object each time and recompiles.
+
     Returns:
         `SampleResult` with ``loss [C, D]``, ``init_loss``, ``observables[name] [C, D, *s]``,
         ``moments`` (streaming), ``settings``, ``final_state`` and ``wall_time``.
