@@ -20,8 +20,8 @@ import time
 import jax
 
 import susc
-from susc.influence import bif, influence_matrix
-from susc.structural import structural_susceptibilities
+from susc.estimators.influence import bif, influence_matrix
+from susc.estimators.structural import structural_susceptibilities
 
 __all__ = ["bench_bif", "bench_structural"]
 

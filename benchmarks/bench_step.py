@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import susc
-from susc.posterior import tree_size
+from susc.sampling.posterior import tree_size
 from susc.samplers.base import tree_normal
 
 __all__ = ["timeit", "mlp_problem", "susc_step_timer", "bench_step", "bench_throughput"]

@@ -5,19 +5,21 @@ p(w) ∝ exp{−nβ L_n(w) − (γ/2)‖w − w*‖²}; the susceptibility of an
 perturbation ΔL is χ = (1/nβ) ∂_h⟨φ⟩ = −Cov[φ, ΔL] and the Jacobian is nβ·χ; the SGLD step is
 w ← w − (ε/2)[nβ ∇L_B(w) + γ(w − w*)] + √ε ξ (blackjax's h = ε/2).
 """
-from . import classical, config, exact, patterning
-from .covariance import Estimate, covariance, covariance_from_moments, ess, mean_estimate, rhat
-from .influence import BIFResult, bif, influence_matrix
-from .llc import LLCEstimate, llc
-from .nuts import nuts
-from .posterior import potential_loss
-from .result import Moments, SampleResult
-from .runner import SamplingDivergence, sample
+from . import config
+from .estimators import patterning
+from .estimators.influence import BIFResult, bif, influence_matrix
+from .estimators.llc import LLCEstimate, llc
+from .estimators.structural import (PCAResult, StructuralResult, pca, stack_masks, standardize,
+                                    structural_from_results, structural_susceptibilities)
+from .estimators.susceptibility import (jacobian, mixture_susceptibility, per_sample_susceptibility,
+                                        reweighting_derivative, susceptibility, susceptibility_from_result)
+from .reference import classical, exact
+from .reference.nuts import nuts
 from .samplers import SamplingAlgorithm, rmsprop_sgld, sgld, sgnht
-from .structural import (PCAResult, StructuralResult, pca, stack_masks, standardize, structural_from_results,
-                         structural_susceptibilities)
-from .susceptibility import (jacobian, mixture_susceptibility, per_sample_susceptibility, reweighting_derivative,
-                             susceptibility, susceptibility_from_result)
+from .sampling.posterior import potential_loss
+from .sampling.result import SampleResult
+from .sampling.runner import SamplingDivergence, sample
+from .stats import Estimate, Moments, covariance, covariance_from_moments, ess, mean_estimate, rhat
 
 __version__ = "0.1.0"
 

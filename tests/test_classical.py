@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from susc import classical
+from susc.reference import classical
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from susc import exact as E
+from susc.reference import exact as E
 
 K = 4.0  # Monte-Carlo tolerance in standard errors
 
@@ -237,7 +237,7 @@ def test_anharmonic_fluctuation_identity_by_finite_differences():
 def test_nuts_matches_linear_regression_closed_form():
     import jax
     import jax.numpy as jnp
-    from susc.nuts import nuts
+    from susc.reference.nuts import nuts
 
     rng = np.random.default_rng(7)
     n, d = 20, 2
@@ -271,7 +271,7 @@ def test_nuts_matches_linear_regression_closed_form():
 def test_nuts_raw_potential_with_mask_samples_the_conditional():
     import jax
     import jax.numpy as jnp
-    from susc.nuts import nuts
+    from susc.reference.nuts import nuts
 
     P = np.array([[4.0, 1.5], [1.5, 2.0]], np.float32)               # U = ½ wᵀPw; w[1] frozen at 1
     res = nuts(jax.random.key(1), params={"w": jnp.array([0.0, 1.0])},

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import susc
-import susc.runner
+import susc.sampling.runner
 from susc import artifacts, config, experiments
 from susc.__main__ import main
 from susc.experiments import circuits
@@ -71,12 +71,12 @@ def test_resume_after_interruption_gives_identical_arrays(cli_run, tmp_path, mon
         if done == SMALL["checkpoint_every"]:
             raise Stop
 
-    monkeypatch.setattr(susc.runner, "_AFTER_BLOCK", stop)
+    monkeypatch.setattr(susc.sampling.runner, "_AFTER_BLOCK", stop)
     with pytest.raises(Stop):
         experiments.run("transformer-susceptibility", "tiny", root=tmp_path, progress=False, **SMALL)
     work = experiments.results_dir("transformer-susceptibility", "tiny", tmp_path) / "work"
     assert (work / "model.npz").exists() and (work / "sample_restricted" / "meta.json").exists()
-    monkeypatch.setattr(susc.runner, "_AFTER_BLOCK", None)
+    monkeypatch.setattr(susc.sampling.runner, "_AFTER_BLOCK", None)
     resumed = experiments.run("transformer-susceptibility", "tiny", root=tmp_path, progress=False, **SMALL)
     assert set(resumed.arrays) == set(ref.arrays)
     for name, arr in ref.arrays.items():

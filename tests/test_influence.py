@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import susc
-from susc.classical import damped_influence, fit_logistic, leave_one_out
-from susc.exact import linreg_posterior, quadratic_posterior
-from susc.influence import bif, influence_matrix
+from susc.reference.classical import damped_influence, fit_logistic, leave_one_out
+from susc.reference.exact import linreg_posterior, quadratic_posterior
+from susc.estimators.influence import bif, influence_matrix
 from susc.models import linear_regression, logistic_regression
 
 K_SE = 4.0

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import susc
-from susc import exact
+from susc.reference import exact
 from susc.models import toy
 
 K = 4.0

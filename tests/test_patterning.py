@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from susc import patterning
+from susc.estimators import patterning
 
 SIGMA, NBETA, GAMMA = 0.8, 20.0, 1.0
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import susc
-import susc.runner
+import susc.sampling.runner
 
 LOSS, DATA = susc.potential_loss(lambda w: 0.5 * jnp.sum(w ** 2) + 0.1 * jnp.sum(w ** 4))
 OBS = {"w": lambda w: w, "w2": lambda w: w ** 2}
@@ -48,10 +48,10 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
         if done == 40:
             raise Stop
 
-    monkeypatch.setattr(susc.runner, "_AFTER_BLOCK", stop)
+    monkeypatch.setattr(susc.sampling.runner, "_AFTER_BLOCK", stop)
     with pytest.raises(Stop):
         run(checkpoint_dir=tmp_path / "cut", checkpoint_every=20, num_burnin=7)
-    monkeypatch.setattr(susc.runner, "_AFTER_BLOCK", None)
+    monkeypatch.setattr(susc.sampling.runner, "_AFTER_BLOCK", None)
     resumed = run(checkpoint_dir=tmp_path / "cut", checkpoint_every=20, num_burnin=7)
     assert np.array_equal(resumed.loss, ref.loss)
     assert np.array_equal(resumed.observables["w2"], ref.observables["w2"])

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import susc
-from susc.exact import quadratic_posterior
-from susc.structural import pca, stack_masks, standardize, structural_from_results, structural_susceptibilities
+from susc.reference.exact import quadratic_posterior
+from susc.estimators.structural import pca, stack_masks, standardize, structural_from_results, structural_susceptibilities
 
 K, G, M, MP, SIGMA = 3, 2, 30, 8, 1.0       # patterns, features per pattern, train/probe rows per pattern
 EPS, GAMMA = 0.01, 1.0

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 import susc
-from susc.exact import anharmonic_limits, anharmonic_moments, anharmonic_potential, linreg_posterior, \
+from susc.reference.exact import anharmonic_limits, anharmonic_moments, anharmonic_potential, linreg_posterior, \
     quadratic_posterior
 from susc.models import linear_regression
-from susc.patterning import reweighting
-from susc.susceptibility import jacobian, mixture_susceptibility, per_sample_susceptibility, \
+from susc.estimators.patterning import reweighting
+from susc.estimators.susceptibility import jacobian, mixture_susceptibility, per_sample_susceptibility, \
     reweighting_derivative, susceptibility, susceptibility_from_result
 
 N, D, NBETA, GAMMA, EPS = 12, 3, 12.0, 1.0, 0.005

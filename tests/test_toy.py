@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from susc import exact as E
+from susc.reference import exact as E
 from susc.models import toy as T
-from susc.posterior import check_inputs
+from susc.sampling.posterior import check_inputs
 
 K = 4.0
 

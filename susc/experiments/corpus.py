@@ -191,7 +191,7 @@ def _chunked_probe_losses(tokens, mcfg, chunk: int):
           "per-token structural susceptibilities of every head on the stdlib corpus; heads × token classes, PCA")
 def run_corpus_susceptibility(cfg: CorpusConfig, work_dir, *, progress: bool = True):
     from .. import sample, sgld
-    from ..structural import pca, structural_from_results
+    from ..estimators.structural import pca, structural_from_results
     work_dir = Path(work_dir)
     t0 = time.perf_counter()
     params, record = load_model(cfg, work_dir, progress=progress)

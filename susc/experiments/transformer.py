@@ -175,7 +175,7 @@ def per_layer_standardize(X, n_layers: int) -> np.ndarray:
     Layers are compared separately (as the per-layer PCA of Baker et al.): a layer-0 head and a
     layer-1 head play different roles in one circuit, and row-centring across layers would mix them.
     """
-    from ..structural import standardize
+    from ..estimators.structural import standardize
     X = np.asarray(X)
     H = X.shape[1] // n_layers
     return np.concatenate([standardize(X[:, l * H:(l + 1) * H]) for l in range(n_layers)], axis=1)
@@ -222,7 +222,7 @@ def run_train(cfg: SyntheticConfig, work_dir, *, progress: bool = True):
           "per-token structural susceptibilities of every head; induction heads from susceptibilities alone")
 def run_susceptibility(cfg: SyntheticConfig, work_dir, *, progress: bool = True):
     from .. import sample, sgld
-    from ..structural import pca, structural_from_results
+    from ..estimators.structural import pca, structural_from_results
     work_dir = Path(work_dir)
     t0 = time.perf_counter()
     params, record = load_model(cfg, work_dir, progress=progress)

@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..exact import anharmonic_limits, anharmonic_potential
-from ..posterior import potential_loss
+from ..reference.exact import anharmonic_limits, anharmonic_potential
+from ..sampling.posterior import potential_loss
 
 __all__ = [
     "Toy", "quadratic", "anharmonic", "monomial", "normal_crossing", "polynomial_regression",

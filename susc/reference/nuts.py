@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from .posterior import Posterior, check_inputs
-from .result import SampleResult
+from ..sampling.posterior import Posterior, check_inputs
+from ..sampling.result import SampleResult
 
 __all__ = ["nuts"]
 

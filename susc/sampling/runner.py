@@ -19,11 +19,11 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from . import progress as prog
-from .chain import make_kernels
+from .kernel import make_kernels
 from .posterior import Posterior, check_inputs
 from .result import SampleResult
-from .samplers.base import SamplingAlgorithm
-from .streaming import acc_init, to_moments
+from ..samplers.base import SamplingAlgorithm
+from ..stats.streaming import acc_init, to_moments
 
 __all__ = ["sample", "SamplingDivergence"]
 

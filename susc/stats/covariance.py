@@ -19,7 +19,7 @@ import dataclasses
 
 import numpy as np
 
-from .result import Moments
+from .moments import Moments
 from .streaming import pool
 
 __all__ = ["Estimate", "covariance", "covariance_from_moments", "mean_estimate", "ess", "rhat"]

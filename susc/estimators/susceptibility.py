@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .covariance import Estimate, covariance, covariance_from_moments
-from .result import Moments, SampleResult
+from ..stats.covariance import Estimate, covariance, covariance_from_moments
+from ..sampling.result import SampleResult
+from ..stats.streaming import Moments
 
 __all__ = ["susceptibility", "mixture_susceptibility", "per_sample_susceptibility",
            "reweighting_derivative", "jacobian", "scale", "susceptibility_from_result"]

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .covariance import Estimate
+from ..stats.covariance import Estimate
 
 __all__ = ["influence_matrix", "bif", "BIFResult"]
 
@@ -174,7 +174,7 @@ def bif(key, loss_fn, params, data, query_data=None, *, sampler, nbeta: float, g
     Returns:
         `BIFResult` (value, se, n, result) of shape ``[n, n_query(, T, T')]``.
     """
-    from .runner import sample   # local import: runner imports heavy kernels
+    from ..sampling.runner import sample   # local import: runner imports heavy kernels
 
     if "observables" in sample_kwargs:
         raise ValueError("bif() builds its own observables (the per-sample losses); call susc.sample "

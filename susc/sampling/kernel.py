@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 
 from .posterior import Gradients, Posterior
-from .samplers.base import SamplingAlgorithm
-from .streaming import acc_update, batch_of_draw
+from ..samplers.base import SamplingAlgorithm
+from ..stats.streaming import acc_update, batch_of_draw
 
 __all__ = ["ChainState", "make_kernels"]
 

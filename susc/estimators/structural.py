@@ -34,8 +34,8 @@ from typing import Any, Callable, NamedTuple, Sequence
 import jax
 import numpy as np
 
-from .covariance import Estimate
-from .result import SampleResult
+from ..stats.covariance import Estimate
+from ..sampling.result import SampleResult
 
 __all__ = ["StructuralResult", "structural_susceptibilities", "structural_from_results", "stack_masks",
            "standardize", "pca", "PCAResult"]
@@ -215,7 +215,7 @@ def structural_susceptibilities(key, loss_fn: Callable, params, data, probe_loss
     Returns:
         `StructuralResult` with ``value``/``se`` ``[K, N]``; ``.standardized()`` for comparisons.
     """
-    from .runner import sample
+    from ..sampling.runner import sample
 
     if centering not in ("full", "restricted"):
         raise ValueError(f"centering must be 'full' or 'restricted', got {centering!r}")

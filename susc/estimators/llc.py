@@ -20,8 +20,8 @@ import dataclasses
 
 import numpy as np
 
-from .covariance import mean_estimate
-from .result import SampleResult
+from ..stats.covariance import mean_estimate
+from ..sampling.result import SampleResult
 
 __all__ = ["LLCEstimate", "llc"]
 

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from .result import Moments
+from .moments import Moments
 
 __all__ = ["Accumulator", "acc_init", "acc_update", "pool", "batch_of_draw"]
 

@@ -1,0 +1,1 @@
+"""Sampling: the localized posterior, compiled chain kernels, the `sample` driver, checkpoints."""
