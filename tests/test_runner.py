@@ -1,5 +1,6 @@
 """The chain runner: reproducibility, chain-stream independence, resume, streaming == stored,
-sharding over simulated devices, divergence handling and bad-input errors."""
+sharding over simulated devices, divergence handling and bad-input errors.
+Checkpoints, dtypes, sparse components and compile counts: tests/test_engine.py."""
 import os
 import subprocess
 import sys
@@ -11,7 +12,6 @@ import numpy as np
 import pytest
 
 import susc
-import susc.sampling.runner
 
 LOSS, DATA = susc.potential_loss(lambda w: 0.5 * jnp.sum(w ** 2) + 0.1 * jnp.sum(w ** 4))
 OBS = {"w": lambda w: w, "w2": lambda w: w ** 2}
@@ -48,14 +48,12 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
         if done == 40:
             raise Stop
 
-    monkeypatch.setattr(susc.sampling.runner, "_AFTER_BLOCK", stop)
     with pytest.raises(Stop):
-        run(checkpoint_dir=tmp_path / "cut", checkpoint_every=20, num_burnin=7)
-    monkeypatch.setattr(susc.sampling.runner, "_AFTER_BLOCK", None)
+        run(checkpoint_dir=tmp_path / "cut", checkpoint_every=20, num_burnin=7, on_block=stop)
     resumed = run(checkpoint_dir=tmp_path / "cut", checkpoint_every=20, num_burnin=7)
     assert np.array_equal(resumed.loss, ref.loss)
     assert np.array_equal(resumed.observables["w2"], ref.observables["w2"])
-    with pytest.raises(ValueError, match="different settings"):
+    with pytest.raises(ValueError, match="different inputs"):
         run(checkpoint_dir=tmp_path / "cut", checkpoint_every=20, num_burnin=7, nbeta=11.0)
 
 

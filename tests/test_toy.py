@@ -10,7 +10,7 @@ import pytest
 
 from susc.reference import exact as E
 from susc.models import toy as T
-from susc.sampling.posterior import check_inputs
+from susc.sampling.validate import check_inputs
 
 K = 4.0
 

@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ..sampling.posterior import Posterior, check_inputs
+from ..sampling.posterior import mean_loss
+from ..sampling.validate import check_inputs
 from ..sampling.result import SampleResult
 
 __all__ = ["nuts"]
@@ -75,103 +76,24 @@ def nuts(key, loss_fn: Callable | None = None, params=None, data=None, *, nbeta:
         ``diverging``/``accept_prob``/``num_steps`` [C, D], adapted ``step_size`` [C] and numpyro's
         ``ess``/``r_hat`` of the loss and of every observable.
     """
-    from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
-    from numpyro.infer import MCMC, NUTS
-
     t0 = time.perf_counter()
-    if params is None:
-        raise ValueError("params (the initial point w*, any PyTree) is required")
-    observables = dict(observables or {})
-    if "loss" in observables:
-        raise ValueError("'loss' is reserved (the loss at each draw is always recorded); rename the observable")
-    for name, v, lo in [("num_chains", num_chains, 1), ("num_draws", num_draws, 1), ("num_warmup", num_warmup, 0)]:
-        if int(v) != v or v < lo:
-            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-    params = jax.tree_util.tree_map(jnp.asarray, params)
-    h, delta_fn = perturbation if perturbation is not None else (0.0, None)
-    if perturbation is not None and not callable(delta_fn):
-        raise TypeError("perturbation must be a pair (h, delta_fn) with delta_fn(params) -> scalar ΔL(w)")
-
-    if potential_fn is None:
-        if loss_fn is None or data is None or nbeta is None:
-            raise ValueError("pass loss_fn, data and nbeta (the same arguments as susc.sample), "
-                             "or a raw potential_fn(params) -> scalar")
-        n = check_inputs(loss_fn, params, data, nbeta=nbeta, gamma=gamma, batch_size=None, weights=weights,
-                         mask=mask, observables=observables, num_chains=num_chains, num_draws=num_draws,
-                         num_burnin=num_warmup, steps_per_draw=1)
-    else:
-        if not callable(potential_fn):
-            raise TypeError("potential_fn must be callable: potential_fn(params) -> scalar U(w)")
-        if nbeta is not None or gamma != 0.0 or weights is not None or perturbation is not None:
-            raise ValueError("potential_fn is the whole potential U: fold nbeta, gamma, weights and "
-                             "perturbation into it (or use loss_fn/data/nbeta instead)")
-        out = jax.eval_shape(potential_fn, params)
-        if getattr(out, "shape", None) != ():
-            raise ValueError(f"potential_fn must return a scalar, got shape {getattr(out, 'shape', out)}")
-        n = None
-        if loss_fn is not None:
-            if data is None:
-                raise ValueError("loss_fn was given without data")
-            n = check_inputs(loss_fn, params, data, nbeta=1.0, gamma=0.0, batch_size=None, weights=None,
-                             mask=mask, observables=observables, num_chains=num_chains,
-                             num_draws=num_draws, num_burnin=num_warmup, steps_per_draw=1)
-
+    observables, params, (h, delta_fn) = _check_args(params, observables, perturbation, num_chains=num_chains,
+                                                     num_draws=num_draws, num_warmup=num_warmup)
+    n = _check_target(loss_fn, params, data, potential_fn, nbeta=nbeta, gamma=gamma, weights=weights,
+                      mask=mask, perturbation=perturbation, observables=observables,
+                      num_chains=num_chains, num_draws=num_draws, num_warmup=num_warmup)
     flat0, unravel = ravel_pytree(params)
     free = jnp.asarray(_free_index(params, mask))
     to_params = lambda z: unravel(flat0.at[free].set(z.astype(flat0.dtype)))
-    center = params if center is None else jax.tree_util.tree_map(jnp.asarray, center)
-    rho = None if n is None else (jnp.ones((n,), flat0.dtype) if weights is None
-                                  else jnp.asarray(weights, flat0.dtype))
-    post = None if loss_fn is None else Posterior(loss_fn, float(nbeta or 1.0), float(gamma), n)
+    loss_at, U = _potentials(loss_fn, params, data, potential_fn, to_params, dtype=flat0.dtype, n=n,
+                             nbeta=nbeta, gamma=gamma, center=center, weights=weights, h=h, delta_fn=delta_fn)
 
-    def loss_at(w):
-        return post.batch_loss(w, data, rho) if post is not None else potential_fn(w)
-
-    if potential_fn is None:
-        def U(z):
-            w = to_params(z)
-            data_term = post.batch_loss(w, data, rho)
-            if delta_fn is not None:
-                data_term = data_term + h * delta_fn(w)
-            sq = sum(jnp.sum((a - c) ** 2) for a, c in zip(jax.tree_util.tree_leaves(w),
-                                                           jax.tree_util.tree_leaves(center)))
-            return nbeta * data_term + 0.5 * gamma * sq
-    else:
-        U = lambda z: potential_fn(to_params(z))
-
-    if jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
-        key = jax.random.key_data(key)
-    k_run, k_init = jax.random.split(key)
-    z0 = flat0[free]
-    z_init = z0 + init_jitter * jax.random.normal(k_init, (int(num_chains), z0.size), z0.dtype)
-
-    kernel = NUTS(potential_fn=U, target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth,
-                  dense_mass=dense_mass)
-    mcmc = MCMC(kernel, num_warmup=int(num_warmup), num_samples=int(num_draws), num_chains=int(num_chains),
-                chain_method="vectorized", progress_bar=progress)
-    mcmc.run(k_run, init_params=z_init, extra_fields=("diverging", "accept_prob", "num_steps"))
-    Z = mcmc.get_samples(group_by_chain=True)                               # [C, D, d_free]
-    extra = mcmc.get_extra_fields(group_by_chain=True)
-
-    @jax.jit
-    def evaluate(Z):
-        def per_draw(zc):                                                   # zc: [C, d_free]
-            def one(z):
-                w = to_params(z)
-                return loss_at(w), {k: jnp.asarray(f(w)) for k, f in observables.items()}
-            return jax.vmap(one)(zc)
-        loss, obs = jax.lax.map(per_draw, jnp.swapaxes(Z, 0, 1))            # [D, C, ...]
-        sw = lambda x: jnp.swapaxes(x, 0, 1)
-        return sw(loss), jax.tree_util.tree_map(sw, obs)
-
-    loss, obs = evaluate(Z)
-    loss = np.asarray(loss)
-    obs = {k: np.asarray(v) for k, v in obs.items()}
-    diag = {"loss": loss, **obs}
-    with np.errstate(invalid="ignore", divide="ignore"):  # constant series (frozen coordinates) -> nan
-        ess = {k: np.asarray(effective_sample_size(v)) for k, v in diag.items()}
-        r_hat = {k: np.asarray(split_gelman_rubin(v)) for k, v in diag.items()} if num_chains > 1 else {}
-    step_size = np.broadcast_to(np.asarray(mcmc.last_state.adapt_state.step_size), (int(num_chains),))
+    Z, extra, step_size = _run_nuts(key, U, flat0[free], num_chains=int(num_chains),
+                                    num_warmup=int(num_warmup), num_draws=int(num_draws),
+                                    target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth,
+                                    dense_mass=dense_mass, init_jitter=init_jitter, progress=progress)
+    loss, obs = _evaluate(Z, to_params, loss_at, observables)
+    ess, r_hat = _diagnostics({"loss": loss, **obs}, num_chains)
     extras = {"diverging": np.asarray(extra["diverging"]), "accept_prob": np.asarray(extra["accept_prob"]),
               "num_steps": np.asarray(extra["num_steps"]), "step_size": step_size, "ess": ess, "r_hat": r_hat}
     final = jax.vmap(to_params)(Z[:, -1])
@@ -185,3 +107,119 @@ def nuts(key, loss_fn: Callable | None = None, params=None, data=None, *, nbeta:
                     init_jitter=float(init_jitter), wall_time=wall)
     init_loss = float(loss_at(params))
     return SampleResult(loss, init_loss, obs, {}, settings, final, wall, extras)
+
+
+def _check_args(params, observables, perturbation, **counts):
+    """Validate the arguments common to both targets; returns (observables, params, (h, delta_fn))."""
+    if params is None:
+        raise ValueError("params (the initial point w*, any PyTree) is required")
+    observables = dict(observables or {})
+    if "loss" in observables:
+        raise ValueError("'loss' is reserved (the loss at each draw is always recorded); rename the observable")
+    for name, lo in [("num_chains", 1), ("num_draws", 1), ("num_warmup", 0)]:
+        v = counts[name]
+        if int(v) != v or v < lo:
+            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+    params = jax.tree_util.tree_map(jnp.asarray, params)
+    h, delta_fn = perturbation if perturbation is not None else (0.0, None)
+    if perturbation is not None and not callable(delta_fn):
+        raise TypeError("perturbation must be a pair (h, delta_fn) with delta_fn(params) -> scalar ΔL(w)")
+    return observables, params, (h, delta_fn)
+
+
+def _check_target(loss_fn, params, data, potential_fn, *, nbeta, gamma, weights, mask, perturbation,
+                  observables, num_chains, num_draws, num_warmup) -> int | None:
+    """Validate the loss arguments or the raw potential; returns n (None: a raw potential without loss)."""
+    common = dict(batch_size=None, mask=mask, observables=observables, num_chains=num_chains,
+                  num_draws=num_draws, num_burnin=num_warmup, steps_per_draw=1)
+    if potential_fn is None:
+        if loss_fn is None or data is None or nbeta is None:
+            raise ValueError("pass loss_fn, data and nbeta (the same arguments as susc.sample), "
+                             "or a raw potential_fn(params) -> scalar")
+        return check_inputs(loss_fn, params, data, nbeta=nbeta, gamma=gamma, weights=weights, **common)
+    if not callable(potential_fn):
+        raise TypeError("potential_fn must be callable: potential_fn(params) -> scalar U(w)")
+    if nbeta is not None or gamma != 0.0 or weights is not None or perturbation is not None:
+        raise ValueError("potential_fn is the whole potential U: fold nbeta, gamma, weights and "
+                         "perturbation into it (or use loss_fn/data/nbeta instead)")
+    out = jax.eval_shape(potential_fn, params)
+    if getattr(out, "shape", None) != ():
+        raise ValueError(f"potential_fn must return a scalar, got shape {getattr(out, 'shape', out)}")
+    if loss_fn is None:
+        return None
+    if data is None:
+        raise ValueError("loss_fn was given without data")
+    return check_inputs(loss_fn, params, data, nbeta=1.0, gamma=0.0, weights=None, **common)
+
+
+def _potentials(loss_fn, params, data, potential_fn, to_params, *, dtype, n, nbeta, gamma, center, weights,
+                h, delta_fn):
+    """(loss_at(w), U(z)): the recorded loss L^ρ_n(w) (or U for a raw potential without loss_fn) and
+    U(z) = nβ[L^ρ_n(w) + hΔL(w)] + (γ/2)‖w − w*‖² on the free coordinates z (or potential_fn(w))."""
+    center = params if center is None else jax.tree_util.tree_map(jnp.asarray, center)
+    rho = None if n is None else (jnp.ones((n,), dtype) if weights is None else jnp.asarray(weights, dtype))
+
+    def loss_at(w):
+        return mean_loss(loss_fn, w, data, rho) if loss_fn is not None else potential_fn(w)
+
+    if potential_fn is not None:
+        return loss_at, lambda z: potential_fn(to_params(z))
+
+    def U(z):
+        w = to_params(z)
+        data_term = mean_loss(loss_fn, w, data, rho)
+        if delta_fn is not None:
+            data_term = data_term + h * delta_fn(w)
+        sq = sum(jnp.sum((a - c) ** 2) for a, c in zip(jax.tree_util.tree_leaves(w),
+                                                       jax.tree_util.tree_leaves(center)))
+        return nbeta * data_term + 0.5 * gamma * sq
+
+    return loss_at, U
+
+
+def _run_nuts(key, U, z0, *, num_chains, num_warmup, num_draws, target_accept_prob, max_tree_depth,
+              dense_mass, init_jitter, progress):
+    """Vectorized numpyro NUTS from z0 + init_jitter·N(0, I): (draws [C, D, d_free], extra fields,
+    adapted step size [C])."""
+    from numpyro.infer import MCMC, NUTS
+
+    if jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    k_run, k_init = jax.random.split(key)
+    z_init = z0 + init_jitter * jax.random.normal(k_init, (num_chains, z0.size), z0.dtype)
+    kernel = NUTS(potential_fn=U, target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth,
+                  dense_mass=dense_mass)
+    mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_draws, num_chains=num_chains,
+                chain_method="vectorized", progress_bar=progress)
+    mcmc.run(k_run, init_params=z_init, extra_fields=("diverging", "accept_prob", "num_steps"))
+    Z = mcmc.get_samples(group_by_chain=True)                               # [C, D, d_free]
+    extra = mcmc.get_extra_fields(group_by_chain=True)
+    step_size = np.broadcast_to(np.asarray(mcmc.last_state.adapt_state.step_size), (num_chains,))
+    return Z, extra, step_size
+
+
+def _evaluate(Z, to_params, loss_at, observables):
+    """The loss [C, D] and every observable [C, D, *s] at the draws Z [C, D, d_free], as NumPy."""
+    @jax.jit
+    def evaluate(Z):
+        def per_draw(zc):                                                   # zc: [C, d_free]
+            def one(z):
+                w = to_params(z)
+                return loss_at(w), {k: jnp.asarray(f(w)) for k, f in observables.items()}
+            return jax.vmap(one)(zc)
+        loss, obs = jax.lax.map(per_draw, jnp.swapaxes(Z, 0, 1))            # [D, C, ...]
+        sw = lambda x: jnp.swapaxes(x, 0, 1)
+        return sw(loss), jax.tree_util.tree_map(sw, obs)
+
+    loss, obs = evaluate(Z)
+    return np.asarray(loss), {k: np.asarray(v) for k, v in obs.items()}
+
+
+def _diagnostics(diag, num_chains):
+    """numpyro's ESS and split R-hat (R-hat only for several chains) of every series in ``diag``."""
+    from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
+
+    with np.errstate(invalid="ignore", divide="ignore"):  # constant series (frozen coordinates) -> nan
+        ess = {k: np.asarray(effective_sample_size(v)) for k, v in diag.items()}
+        r_hat = {k: np.asarray(split_gelman_rubin(v)) for k, v in diag.items()} if num_chains > 1 else {}
+    return ess, r_hat

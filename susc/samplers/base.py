@@ -1,12 +1,17 @@
 """The sampler interface: a pair of pure functions ``(init, step)``.
 
-``init(position) -> aux`` builds the sampler's auxiliary state (empty for SGLD, RMSProp averages,
-SGNHT momentum and thermostat). ``step(key, position, aux, grads, mask, hp=None) -> (position, aux)``
-makes one update given `susc.posterior.Gradients` at ``position``. ``hp`` optionally carries the
-step size as a traced scalar (``{"step_size": ε}``) so that one compiled program serves a sweep
-over ε; None uses the value the sampler was built with. ``mask`` is a PyTree of 0/1 arrays like
-the position (or None): drift and noise are multiplied by it, so coordinates outside the component
-never move. Samplers are stateless and know nothing about chains: the runner vmaps them.
+``init(position, hp) -> aux`` builds the sampler's auxiliary state (empty for SGLD, RMSProp averages,
+SGNHT momentum and thermostat). ``step(key, position, aux, grads, mask, hp) -> (position, aux)``
+makes one update given `susc.sampling.posterior.Gradients` at ``position``. ``hp`` is the dict of
+hyperparameters (``{"step_size": ε, ...}``) passed as *traced* scalars of the position's dtype, so
+one compiled program serves a sweep over any of them and an adaptive loop may change them between
+blocks. ``mask`` is a PyTree of 0/1 arrays like the position (or None): drift and noise are
+multiplied by it, so coordinates outside the component never move.
+
+The built-in samplers' ``init``/``step`` are module-level functions: two calls of ``susc.sgld(ε)``
+return equal algorithms, and the compiled kernel is reused. A custom sampler whose functions are
+defined once is reused the same way. Samplers are stateless and know nothing about chains: the
+kernel vmaps them.
 """
 from __future__ import annotations
 
@@ -15,13 +20,13 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["SamplingAlgorithm", "tree_normal", "apply_mask"]
+__all__ = ["SamplingAlgorithm", "tree_normal", "apply_mask", "check_step_size"]
 
 
 class SamplingAlgorithm(NamedTuple):
-    """A sampler: ``init``/``step`` pure functions plus its name and hyperparameters (for records)."""
+    """A sampler: ``init``/``step`` pure functions plus its name and hyperparameters ``hp``."""
 
-    init: Callable[[Any], Any]
+    init: Callable[[Any, dict], Any]
     step: Callable[..., tuple[Any, Any]]
     name: str
     hyperparams: dict

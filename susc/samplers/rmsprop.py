@@ -34,6 +34,25 @@ class RMSPropState(NamedTuple):
     t: jax.Array       # number of updates so far
 
 
+def _init(position, hp):
+    return RMSPropState(jax.tree_util.tree_map(jnp.zeros_like, position), jnp.zeros((), jnp.int32))
+
+
+def _step(key, position, aux, grads, mask, hp):
+    step_size, alpha, eps = hp["step_size"], jnp.asarray(hp["alpha"]), hp["eps"]
+    t = aux.t + 1
+    v = jax.tree_util.tree_map(lambda v, g: alpha * v + (1 - alpha) * g * g, aux.v, grads.loss)
+    corr = 1.0 - alpha ** t.astype(alpha.dtype)
+    noise = tree_normal(key, position)
+
+    def upd(vv, g, z):
+        e = step_size / (jnp.sqrt(vv / corr) + eps)
+        return -0.5 * e * g + jnp.sqrt(e) * z
+
+    update = apply_mask(jax.tree_util.tree_map(upd, v, grads.potential, noise), mask)
+    return jax.tree_util.tree_map(lambda w, u: w + u, position, update), RMSPropState(v, t)
+
+
 def rmsprop_sgld(step_size: float, alpha: float = 0.99, eps: float = 0.1) -> SamplingAlgorithm:
     """RMSProp-SGLD with base step ε = ``step_size``, decay ``alpha`` and stabilizer ``eps`` = ε_RMS."""
     base = check_step_size(step_size)
@@ -41,22 +60,5 @@ def rmsprop_sgld(step_size: float, alpha: float = 0.99, eps: float = 0.1) -> Sam
         raise ValueError(f"alpha must be in [0, 1), got {alpha!r}")
     if not eps > 0:
         raise ValueError(f"eps (ε_RMS) must be positive, got {eps!r}")
-
-    def init(position):
-        return RMSPropState(jax.tree_util.tree_map(jnp.zeros_like, position), jnp.zeros((), jnp.int32))
-
-    def step(key, position, aux, grads, mask, hp=None):
-        step_size = base if hp is None else hp["step_size"]
-        t = aux.t + 1
-        v = jax.tree_util.tree_map(lambda v, g: alpha * v + (1 - alpha) * g * g, aux.v, grads.loss)
-        corr = 1.0 - alpha ** t.astype(jnp.float32)
-        noise = tree_normal(key, position)
-
-        def upd(vv, g, z):
-            e = step_size / (jnp.sqrt(vv / corr) + eps)
-            return -0.5 * e * g + jnp.sqrt(e) * z
-
-        update = apply_mask(jax.tree_util.tree_map(upd, v, grads.potential, noise), mask)
-        return jax.tree_util.tree_map(lambda w, u: w + u, position, update), RMSPropState(v, t)
-
-    return SamplingAlgorithm(init, step, "rmsprop_sgld", {"step_size": base, "alpha": alpha, "eps": eps})
+    return SamplingAlgorithm(_init, _step, "rmsprop_sgld",
+                             {"step_size": base, "alpha": float(alpha), "eps": float(eps)})

@@ -32,27 +32,28 @@ class SGNHTState(NamedTuple):
     xi: jax.Array
 
 
+def _init(position, hp):
+    return SGNHTState(jax.tree_util.tree_map(jnp.zeros_like, position), jnp.asarray(hp["diffusion"]))
+
+
+def _step(key, position, aux, grads, mask, hp):
+    e, diffusion = hp["step_size"], hp["diffusion"]
+    noise = tree_normal(key, position)
+    p = jax.tree_util.tree_map(
+        lambda p, g, z: p - e * aux.xi * p - e * g + jnp.sqrt(2 * diffusion * e) * z,
+        aux.momentum, grads.potential, noise)
+    p = apply_mask(p, mask)
+    ones = jax.tree_util.tree_map(jnp.ones_like, position)
+    d = sum(jnp.sum(m) for m in jax.tree_util.tree_leaves(apply_mask(ones, mask)))
+    kinetic = sum(jnp.sum(x * x) for x in jax.tree_util.tree_leaves(p))
+    xi = aux.xi + e * (kinetic / d - 1.0)
+    position = jax.tree_util.tree_map(lambda w, pp: w + e * pp, position, p)
+    return position, SGNHTState(p, xi)
+
+
 def sgnht(step_size: float, diffusion: float = 1.0) -> SamplingAlgorithm:
     """SGNHT with step ε = ``step_size`` and diffusion A = ``diffusion``."""
     eps = check_step_size(step_size)
     if not diffusion > 0:
         raise ValueError(f"diffusion (A) must be positive, got {diffusion!r}")
-
-    def init(position):
-        return SGNHTState(jax.tree_util.tree_map(jnp.zeros_like, position), jnp.asarray(diffusion, jnp.float32))
-
-    def step(key, position, aux, grads, mask, hp=None):
-        e = eps if hp is None else hp["step_size"]
-        noise = tree_normal(key, position)
-        p = jax.tree_util.tree_map(
-            lambda p, g, z: p - e * aux.xi * p - e * g + jnp.sqrt(2 * diffusion * e) * z,
-            aux.momentum, grads.potential, noise)
-        p = apply_mask(p, mask)
-        ones = jax.tree_util.tree_map(jnp.ones_like, position)
-        d = sum(jnp.sum(m) for m in jax.tree_util.tree_leaves(apply_mask(ones, mask)))
-        kinetic = sum(jnp.sum(x * x) for x in jax.tree_util.tree_leaves(p))
-        xi = aux.xi + e * (kinetic / d - 1.0)
-        position = jax.tree_util.tree_map(lambda w, pp: w + e * pp, position, p)
-        return position, SGNHTState(p, xi)
-
-    return SamplingAlgorithm(init, step, "sgnht", {"step_size": eps, "diffusion": diffusion})
+    return SamplingAlgorithm(_init, _step, "sgnht", {"step_size": eps, "diffusion": float(diffusion)})

@@ -4,7 +4,7 @@ Convention (theory.md §1.2–1.3), used everywhere in `susc`:
 
 .. math::
 
-    p(w) \propto \exp\{-n\beta\,[L^\rho_n(w) + h\,\Delta L(w)] - \tfrac{\gamma}{2}\|w - w^*\|^2\},
+    p(w) \propto \exp\{-n\beta\,[L^\rho_n(w) + h\,\Delta L(w)] - \tfrac{\gamma}{2}\|w-w^*\|^2\},
     \qquad L^\rho_n(w) = \frac1n \sum_i \rho_i\, \ell_i(w).
 
 Only the product :math:`n\beta` (``nbeta``) enters. ``weights`` are the per-sample :math:`\rho`
@@ -13,6 +13,10 @@ Only the product :math:`n\beta` (``nbeta``) enters. ``weights`` are the per-samp
 + \frac\gamma2\|w-w^*\|^2`; the samplers receive :math:`\nabla U` evaluated on a minibatch, where
 :math:`L_n` is replaced by the minibatch mean :math:`L_B = \frac1B\sum_{i\in B}\rho_i\ell_i`
 (mean over tokens too, when the loss is per token).
+
+A `Posterior` is a PyTree: its arrays (data, nβ, γ, h, ρ, w*) are leaves passed to the compiled
+program at run time, and its functions and batch size are static. Two posteriors with the same
+functions and shapes share one compiled kernel, so a sweep over nβ, γ, h, ρ or the data compiles once.
 """
 from __future__ import annotations
 
@@ -23,7 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Posterior", "Gradients", "potential_loss", "check_inputs", "tree_size"]
+from .partition import combine
+
+__all__ = ["Posterior", "Gradients", "potential_loss", "mean_loss", "float_dtype", "tree_size"]
 
 PyTree = Any
 
@@ -43,6 +49,30 @@ def tree_size(tree: PyTree) -> int:
     return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(tree)))
 
 
+def float_dtype(params) -> np.dtype:
+    """The floating dtype every sampled quantity uses: that of ``params`` (float32 or float64).
+
+    Low-precision parameters are refused: Langevin noise of size √ε ~ 1e-2 added to bfloat16 weights
+    (8 bits of mantissa) is mostly rounded away, and moments accumulated in it are meaningless.
+    """
+    dts = {jnp.result_type(x) for x in jax.tree_util.tree_leaves(params)}
+    bad = [str(d) for d in dts if not jnp.issubdtype(d, jnp.floating)]
+    if bad:
+        raise TypeError(f"params must be floating point, got leaves of dtype {bad}")
+    low = [str(d) for d in dts if jnp.finfo(d).bits < 32]
+    if low:
+        raise TypeError(f"params of dtype {low} are not supported: SGLD noise and streaming moments need "
+                        "float32 or float64. Cast first: jax.tree.map(lambda x: x.astype(jnp.float32), params)")
+    return np.dtype(jnp.result_type(*dts))
+
+
+def mean_loss(loss_fn, params, data, weights=None):
+    """(1/B) Σ_i ρ_i ℓ_i over the rows of ``data`` (per-token losses are averaged over tokens first)."""
+    per = loss_fn(params, data)
+    per = per.reshape(per.shape[0], -1).mean(axis=1)
+    return jnp.mean(per if weights is None else weights * per)
+
+
 def potential_loss(V: Callable[[PyTree], jax.Array], n: int = 1):
     """Turn a potential ``V(params) -> scalar`` into the loss contract ``(loss_fn, data)``.
 
@@ -59,125 +89,89 @@ def potential_loss(V: Callable[[PyTree], jax.Array], n: int = 1):
     return loss_fn, jnp.zeros((int(n),), jnp.float32)
 
 
+@jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Posterior:
-    """Everything that defines the sampled density, closed over by the compiled chain loop."""
+    """p(w) ∝ exp{−nβ[L^ρ_n(w) + hΔL(w)] − (γ/2)‖w − w*‖²}: everything that defines the sampled density.
 
-    loss_fn: Callable
-    nbeta: float
-    gamma: float
-    n: int
-    batch_size: int | None = None
-    h: float = 0.0
-    delta_fn: Callable | None = None
+    Build it with `Posterior.build` (validates, casts to the params' dtype). Leaves: ``data``,
+    ``nbeta``, ``gamma``, ``h``, ``weights`` [n], ``center`` (w*). Static: ``loss_fn``,
+    ``delta_fn`` (ΔL(w) -> scalar, or None) and ``batch_size`` (None = full batch).
+    """
 
-    def batch_loss(self, params, data, weights, idx=None):
-        """Mean (optionally ρ-weighted) loss over a batch of rows ``idx`` (all rows if None)."""
+    data: PyTree
+    nbeta: jax.Array
+    gamma: jax.Array
+    h: jax.Array
+    weights: jax.Array
+    center: PyTree
+    loss_fn: Callable = dataclasses.field(metadata=dict(static=True))
+    delta_fn: Callable | None = dataclasses.field(default=None, metadata=dict(static=True))
+    batch_size: int | None = dataclasses.field(default=None, metadata=dict(static=True))
+
+    @classmethod
+    def build(cls, loss_fn, params, data, *, nbeta, gamma=0.0, weights=None, perturbation=None,
+              center=None, batch_size=None) -> "Posterior":
+        """Validated posterior in the dtype of ``params`` (see `check_inputs` for the errors)."""
+        from .validate import check_posterior
+        n = check_posterior(loss_fn, params, data, nbeta=nbeta, gamma=gamma, batch_size=batch_size,
+                            weights=weights, perturbation=perturbation)
+        dt = float_dtype(params)
+        h, delta_fn = perturbation if perturbation is not None else (0.0, None)
+        as_dt = lambda x: jnp.asarray(x, dt)  # noqa: E731
+        center = params if center is None else center
+        return cls(jax.tree_util.tree_map(jnp.asarray, data), as_dt(nbeta), as_dt(gamma), as_dt(h),
+                   jnp.ones((n,), dt) if weights is None else as_dt(weights),
+                   jax.tree_util.tree_map(as_dt, center), loss_fn, delta_fn,
+                   None if batch_size is None or int(batch_size) >= n else int(batch_size))
+
+    @property
+    def n(self) -> int:
+        return int(jax.tree_util.tree_leaves(self.data)[0].shape[0])
+
+    def batch_loss(self, params, idx=None):
+        """L^ρ_B: mean (ρ-weighted) loss over rows ``idx`` (all rows if None)."""
+        data, weights = self.data, self.weights
         if idx is not None:
             data = jax.tree_util.tree_map(lambda x: x[idx], data)
             weights = weights[idx]
-        per = self.loss_fn(params, data)
-        per = per.reshape(per.shape[0], -1).mean(axis=1)  # mean over tokens: [B]
-        return jnp.mean(weights * per)
+        return mean_loss(self.loss_fn, params, data, weights).astype(self.nbeta.dtype)
 
     def batch_index(self, key):
         """Rows of one minibatch, drawn without replacement; None means full batch."""
-        if self.batch_size is None or self.batch_size >= self.n:
+        if self.batch_size is None:
             return None
         # Without replacement: the B largest of n uniforms (top_k is O(n), unlike a full permutation).
         return jax.lax.top_k(jax.random.uniform(key, (self.n,)), self.batch_size)[1]
 
-    def value_and_grads(self, params, center, data, weights, key, hyper=None):
-        """(L_B(w), Gradients) at ``params`` with the minibatch picked by ``key``.
+    def value_and_grads(self, position, key, rest=None, center=None):
+        """(L_B, `Gradients`) at ``position`` with the minibatch picked by ``key``.
 
-        ``hyper`` = (nβ, γ, h) as traced scalars lets one compiled program serve a sweep over them;
-        None uses the values stored on the posterior.
+        ``rest`` holds the frozen leaves (see `susc.sampling.partition`): gradients are taken with
+        respect to ``position`` only, and ``center`` is w* restricted to the same leaves.
         """
-        nbeta, gamma, h = (self.nbeta, self.gamma, self.h) if hyper is None else hyper[:3]
+        center = self.center if center is None else center
         idx = self.batch_index(key)
-        loss, g_loss = jax.value_and_grad(self.batch_loss)(params, data, weights, idx)
+        loss, g_loss = jax.value_and_grad(lambda p: self.batch_loss(combine(p, rest), idx))(position)
         g_data = g_loss
         if self.delta_fn is not None:
-            g_delta = jax.grad(lambda p: jnp.sum(self.delta_fn(p)))(params)
-            g_data = jax.tree_util.tree_map(lambda a, b: a + h * b, g_loss, g_delta)
-        g_pot = jax.tree_util.tree_map(
-            lambda g, w, c: nbeta * g + gamma * (w - c), g_data, params, center)
+            g_delta = jax.grad(lambda p: jnp.sum(self.delta_fn(combine(p, rest))))(position)
+            g_data = jax.tree_util.tree_map(lambda a, b: a + self.h * b, g_loss, g_delta)
+        g_pot = jax.tree_util.tree_map(lambda g, w, c: self.nbeta * g + self.gamma * (w - c),
+                                       g_data, position, center)
         return loss, Gradients(g_pot, g_loss)
 
+    def full_loss(self, params, chunk: int | None = None) -> float:
+        """L^ρ_n(params) over all n rows on the host, ``chunk`` rows per compiled call (a single
+        forward pass over a large token dataset can need many GB)."""
+        n = self.n
+        chunk = n if chunk is None else min(n, int(chunk))
+        total = 0.0
+        for s in range(0, n, chunk):
+            part = jax.tree_util.tree_map(lambda x: x[s:s + chunk], self.data)
+            total += float(_mean_loss_jit(self.loss_fn, params, part, self.weights[s:s + chunk])) \
+                * min(chunk, n - s)
+        return total / n
 
-def _leading(data) -> list[tuple[str, int]]:
-    leaves = jax.tree_util.tree_leaves_with_path(data)
-    return [(jax.tree_util.keystr(p) or "data", int(np.shape(x)[0]) if np.ndim(x) else -1)
-            for p, x in leaves]
 
-
-def check_inputs(loss_fn, params, data, *, nbeta, gamma, batch_size, weights, mask,
-                 observables, num_chains, num_draws, num_burnin, steps_per_draw) -> int:
-    """Validate the arguments of `susc.sample`; return n. Errors name the argument and the fix."""
-    if not callable(loss_fn):
-        raise TypeError("loss_fn must be callable: loss_fn(params, batch) -> per-example losses (B,) or (B, T)")
-    if not np.isfinite(nbeta) or nbeta < 0:
-        raise ValueError(f"nbeta must be a positive number (the inverse temperature nβ), got {nbeta!r}")
-    if not np.isfinite(gamma) or gamma < 0:
-        raise ValueError(f"gamma (localization strength γ) must be >= 0, got {gamma!r}")
-    if nbeta == 0 and gamma == 0:
-        raise ValueError("nbeta must be positive: nbeta=0 with gamma=0 is an improper posterior. "
-                         "For the nβ = 0 control (pure localization) pass gamma > 0.")
-    for name, v, lo in [("num_chains", num_chains, 1), ("num_draws", num_draws, 1),
-                        ("steps_per_draw", steps_per_draw, 1), ("num_burnin", num_burnin, 0)]:
-        if int(v) != v or v < lo:
-            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-    leads = _leading(data)
-    if not leads:
-        raise ValueError("data is empty: pass a PyTree of arrays with a leading axis of n samples "
-                         "(use susc.potential_loss(V) for a data-free potential)")
-    sizes = {s for _, s in leads}
-    if len(sizes) != 1 or -1 in sizes:
-        desc = ", ".join(f"{p}: {s if s >= 0 else 'scalar'}" for p, s in leads)
-        raise ValueError(f"data leaves must share one leading axis (the sample axis n); got {desc}")
-    n = sizes.pop()
-    if n == 0:
-        raise ValueError("data has n = 0 samples; pass at least one row")
-    if batch_size is not None and (int(batch_size) != batch_size or not 1 <= batch_size <= n):
-        raise ValueError(f"batch_size must be an integer in [1, n={n}] or None for full batch, got {batch_size!r}")
-    bad = [jax.tree_util.keystr(p) for p, x in jax.tree_util.tree_leaves_with_path(params)
-           if not np.all(np.isfinite(np.asarray(x)))]
-    if bad:
-        raise ValueError(f"params (the initial point w*) contain non-finite values at {bad}; "
-                         "start from a finite trained point")
-    if weights is not None and np.shape(weights) != (n,):
-        raise ValueError(f"weights must have shape (n,) = ({n},), got {np.shape(weights)}")
-    if weights is not None and not np.all(np.isfinite(np.asarray(weights))):
-        raise ValueError("weights contain non-finite values")
-    if mask is not None:
-        ps, ms = jax.tree_util.tree_structure(params), jax.tree_util.tree_structure(mask)
-        if ps != ms:
-            raise ValueError(f"mask must have the same PyTree structure as params.\n  params: {ps}\n  mask:   {ms}")
-        for (p, w), m in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree_util.tree_leaves(mask)):
-            try:
-                np.broadcast_shapes(np.shape(m), np.shape(w))
-            except ValueError:
-                raise ValueError(f"mask leaf {jax.tree_util.keystr(p)} has shape {np.shape(m)}, "
-                                 f"not broadcastable to the parameter's {np.shape(w)}") from None
-    # Shapes of what loss_fn and the observables return, checked abstractly (no FLOPs spent).
-    b = min(n, 2)
-    batch = jax.tree_util.tree_map(lambda x: x[:b], data)
-    try:
-        out = jax.eval_shape(loss_fn, params, batch)
-    except Exception as e:  # re-raise with the contract spelled out
-        raise TypeError(f"loss_fn(params, batch) failed on a batch of {b} rows: {e}") from e
-    if not hasattr(out, "shape") or len(out.shape) not in (1, 2) or out.shape[0] != b:
-        got = getattr(out, "shape", type(out).__name__)
-        raise ValueError(f"loss_fn must return per-example losses of shape (B,) or (B, T); on a batch "
-                         f"of B={b} rows it returned {got}. Do not average over the batch.")
-    for name, fn in (observables or {}).items():
-        if not callable(fn):
-            raise TypeError(f"observable {name!r} must be a callable fn(params) -> array")
-        try:
-            o = jax.eval_shape(fn, params)
-        except Exception as e:
-            raise TypeError(f"observable {name!r} failed when called on params: {e}") from e
-        if not isinstance(o, jax.ShapeDtypeStruct):
-            raise TypeError(f"observable {name!r} must return one array, got {type(o).__name__} "
-                            "(return jnp.stack([...]) or register each piece as its own observable)")
-    return n
+_mean_loss_jit = jax.jit(mean_loss, static_argnums=0)

@@ -1,4 +1,4 @@
-"""A progress bar that the compiled loop updates through `jax.debug.callback`.
+"""A per-run progress bar, advanced by the driver between blocks (never from compiled code).
 
 It is on for interactive runs and quiet in tests, nbval and book builds: it is disabled when
 ``progress=False``, when ``SUSC_PROGRESS=0`` is set (the Makefile and CI set it), or under pytest.
@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["enabled", "Bar"]
+__all__ = ["enabled", "Bar", "NUM_UPDATES"]
+
+NUM_UPDATES = 20   # without checkpoints, an interactive run is cut into this many blocks
 
 
 def enabled(progress: bool) -> bool:
@@ -17,7 +19,7 @@ def enabled(progress: bool) -> bool:
 
 
 class Bar:
-    """tqdm bar counting draws; ``update_to`` is safe to call from the callback thread."""
+    """tqdm bar counting draws, owned by one run."""
 
     def __init__(self, total: int, desc: str, initial: int = 0):
         from tqdm.auto import tqdm

@@ -8,11 +8,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+import jax
 import numpy as np
 
 from ..stats.moments import Moments
 
-__all__ = ["SampleResult", "Moments"]
+__all__ = ["SampleResult", "StackedResult", "Moments"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,8 +57,72 @@ class SampleResult:
         return float(self.settings["nbeta"])
 
     def __repr__(self) -> str:  # short: results are printed in notebooks
-        obs = ", ".join(f"{k}{tuple(v.shape)}" for k, v in self.observables.items())
-        mom = ", ".join(self.moments)
-        return (f"SampleResult(chains={self.num_chains}, draws={self.num_draws}, "
-                f"nbeta={self.settings.get('nbeta')}, init_loss={self.init_loss:.6g}, "
-                f"observables=[{obs}], moments=[{mom}], wall_time={self.wall_time:.2f}s)")
+        return _repr(self, f"chains={self.num_chains}, draws={self.num_draws}")
+
+
+def _repr(r, dims: str) -> str:
+    obs = ", ".join(f"{k}{tuple(v.shape)}" for k, v in r.observables.items())
+    return (f"{type(r).__name__}({dims}, nbeta={r.settings.get('nbeta')}, init_loss={r.init_loss:.6g}, "
+            f"observables=[{obs}], moments=[{', '.join(r.moments)}], wall_time={r.wall_time:.2f}s)")
+
+
+def _take(tree, k):
+    return None if tree is None else jax.tree_util.tree_map(lambda x: x[k], tree)
+
+
+@dataclasses.dataclass(frozen=True)
+class StackedResult:
+    """K components × C chains from one vectorized run (``susc.sample(..., masks=...)``).
+
+    Same fields as `SampleResult` with a leading component axis: ``loss [K, C, D]``,
+    ``observables[name] [K, C, D, *s]``, moments ``[K, C, B, ...]``, ``final_state`` leaves
+    ``[K, C, ...]``. It is deliberately *not* a `SampleResult`: estimators that pool chains (e.g.
+    `susc.llc`) would silently pool components too. Take one component with ``result.component(k)``
+    (or iterate: ``[susc.llc(r) for r in result]``).
+    """
+
+    loss: np.ndarray
+    init_loss: float
+    observables: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    moments: Mapping[str, Moments] = dataclasses.field(default_factory=dict)
+    settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    final_state: Any = None
+    wall_time: float = float("nan")
+    extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def num_components(self) -> int:
+        return int(self.loss.shape[0])
+
+    @property
+    def num_chains(self) -> int:
+        return int(self.loss.shape[1])
+
+    @property
+    def num_draws(self) -> int:
+        return int(self.loss.shape[2])
+
+    @property
+    def nbeta(self) -> float:
+        return float(self.settings["nbeta"])
+
+    def component(self, k: int) -> SampleResult:
+        """Component k as an ordinary `SampleResult` (``[C, D]`` draws)."""
+        K = self.num_components
+        if not -K <= int(k) < K:
+            raise IndexError(f"component {k} out of range for {K} components")
+        mom = {name: Moments(*(None if a is None else np.asarray(a)[k] for a in
+                               (m.count, m.mean_x, m.mean_y, m.comoment))) for name, m in self.moments.items()}
+        return SampleResult(np.asarray(self.loss)[k], self.init_loss,
+                            {n: np.asarray(v)[k] for n, v in self.observables.items()}, mom,
+                            dict(self.settings, component=int(k)), _take(self.final_state, k),
+                            self.wall_time, dict(self.extras))
+
+    def __len__(self) -> int:
+        return self.num_components
+
+    def __iter__(self):
+        return (self.component(k) for k in range(self.num_components))
+
+    def __repr__(self) -> str:
+        return _repr(self, f"components={self.num_components}, chains={self.num_chains}, draws={self.num_draws}")
