@@ -98,6 +98,17 @@ def make_synthetic(key, *, num_sequences: int, seq_len: int, vocab_size: int = 6
       >>> d["tokens"].shape, d["labels"].shape, d["tokens"].dtype, d["labels"].dtype
       ((2, 17), (2, 16), dtype('int32'), dtype('int8'))
     """
+    _check_sizes(num_sequences, seq_len, vocab_size, induction_len)
+    probs = _check_probs(DEFAULT_PATTERN_PROBS if pattern_probs is None else pattern_probs)
+    gen = _Generator(numpy_rng(key), int(num_sequences), int(seq_len), vocab_size, probs,
+                     tuple(induction_len), bigram_support)
+    for t in range(1, gen.T + 1):
+        gen.step(t)
+    return {"tokens": gen.tok, "labels": gen.lab[:, 1:], "source": gen.src[:, 1:],
+            "bigram_table": gen.table, "indent": gen.indent}
+
+
+def _check_sizes(num_sequences, seq_len, vocab_size, induction_len) -> None:
     for name, v in (("num_sequences", num_sequences), ("seq_len", seq_len)):
         if not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}.")
@@ -106,62 +117,78 @@ def make_synthetic(key, *, num_sequences: int, seq_len: int, vocab_size: int = 6
     lo, hi = induction_len
     if not 2 <= lo <= hi:
         raise ValueError(f"induction_len must be (lo, hi) with 2 <= lo <= hi, got {induction_len}.")
-    probs = _check_probs(DEFAULT_PATTERN_PROBS if pattern_probs is None else pattern_probs)
-    rng = numpy_rng(key)
-    n, T, w0 = int(num_sequences), int(seq_len), VOCAB["first_word"]
-    num_words = vocab_size - w0
-    zipf = 1.0 / np.arange(1, num_words + 1)
-    zipf_cdf = np.cumsum(zipf / zipf.sum())
-    table = np.zeros((vocab_size, vocab_size))
-    for g in VOCAB["TRIGGER"]:
-        succ = w0 + rng.choice(num_words, size=bigram_support, replace=False)
-        table[g, succ] = rng.dirichlet(np.ones(bigram_support))
-    table_cdf = np.cumsum(table, axis=1)
-    table_cdf[list(VOCAB["TRIGGER"]), -1] = 1.0  # guard the float round-off of the last entry
-    seg_cdf = np.cumsum(probs)
-    triggers = np.asarray(VOCAB["TRIGGER"])
-    opens, closes = np.array(VOCAB["OPEN"]), np.array(VOCAB["CLOSE"])
 
-    tok = np.zeros((n, T + 1), np.int32)
-    lab = np.zeros((n, T + 1), np.int8)      # lab[:, t] labels tok[:, t]; column 0 dropped
-    src = np.full((n, T + 1), -1, np.int32)
-    run = np.zeros((n, T + 1), np.int32)     # length of the word run ending at each position
-    state = np.zeros(n, np.int32)
-    left = np.zeros(n, np.int32)             # fills / indents / copy tokens / list items left
-    ptr = np.zeros(n, np.int32)              # copy source pointer
-    stack = np.zeros((n, _MAX_DEPTH), np.int32)
-    depth = np.zeros(n, np.int32)
-    phase = np.zeros(n, bool)                # list: True = a delimiter is due
-    indent = rng.integers(1, 4, size=n).astype(np.int32)
-    ar = np.arange(n)
 
-    def words(k):
-        return (w0 + np.searchsorted(zipf_cdf, rng.random(k), side="right").clip(max=num_words - 1))
+class _Generator:
+    """The per-sequence segment state machine behind `make_synthetic`, vectorized over sequences.
 
-    def emit(idx, t, values, label, source=None):
-        tok[idx, t] = values
-        lab[idx, t] = _LID[label]
+    Each `step` first continues the segments in progress, then starts a new segment in every
+    sequence that was idle when the step began. The order of the draws from ``rng`` is part of the
+    output (same key, same data): keep it when editing.
+    """
+
+    def __init__(self, rng, n, T, vocab_size, probs, induction_len, bigram_support):
+        self.rng, self.T, self.induction_len = rng, T, induction_len
+        self.w0 = w0 = VOCAB["first_word"]
+        self.num_words = num_words = vocab_size - w0
+        zipf = 1.0 / np.arange(1, num_words + 1)
+        self.zipf_cdf = np.cumsum(zipf / zipf.sum())
+        self.table = np.zeros((vocab_size, vocab_size))
+        for g in VOCAB["TRIGGER"]:
+            succ = w0 + rng.choice(num_words, size=bigram_support, replace=False)
+            self.table[g, succ] = rng.dirichlet(np.ones(bigram_support))
+        self.table_cdf = np.cumsum(self.table, axis=1)
+        self.table_cdf[list(VOCAB["TRIGGER"]), -1] = 1.0  # guard the float round-off of the last entry
+        self.seg_cdf = np.cumsum(probs)
+        self.triggers = np.asarray(VOCAB["TRIGGER"])
+        self.opens, self.closes = np.array(VOCAB["OPEN"]), np.array(VOCAB["CLOSE"])
+
+        self.tok = np.zeros((n, T + 1), np.int32)
+        self.lab = np.zeros((n, T + 1), np.int8)      # lab[:, t] labels tok[:, t]; column 0 dropped
+        self.src = np.full((n, T + 1), -1, np.int32)
+        self.run = np.zeros((n, T + 1), np.int32)     # length of the word run ending at each position
+        self.state = np.zeros(n, np.int32)
+        self.left = np.zeros(n, np.int32)             # fills / indents / copy tokens / list items left
+        self.ptr = np.zeros(n, np.int32)              # copy source pointer
+        self.stack = np.zeros((n, _MAX_DEPTH), np.int32)
+        self.depth = np.zeros(n, np.int32)
+        self.phase = np.zeros(n, bool)                # list: True = a delimiter is due
+        self.indent = rng.integers(1, 4, size=n).astype(np.int32)
+
+    def words(self, k):
+        return (self.w0 + np.searchsorted(self.zipf_cdf, self.rng.random(k), side="right")
+                .clip(max=self.num_words - 1))
+
+    def emit(self, idx, t, values, label, source=None):
+        self.tok[idx, t] = values
+        self.lab[idx, t] = _LID[label]
         if source is not None:
-            src[idx, t] = source
+            self.src[idx, t] = source
 
-    def start_phrase(idx, t, first=None):
+    def start_phrase(self, idx, t, first=None):
         """A run of 1-4 random words (``first`` overrides the first word)."""
-        emit(idx, t, words(len(idx)) if first is None else first, "random")
-        left[idx] = rng.integers(0, 4, size=len(idx))
-        state[idx] = np.where(left[idx] > 0, _PHRASE, _IDLE)
+        self.emit(idx, t, self.words(len(idx)) if first is None else first, "random")
+        self.left[idx] = self.rng.integers(0, 4, size=len(idx))
+        self.state[idx] = np.where(self.left[idx] > 0, _PHRASE, _IDLE)
 
-    for t in range(1, T + 1):
-        idle = np.flatnonzero(state == _IDLE)  # these start a new segment at the end of the step
+    def step(self, t):
+        idle = np.flatnonzero(self.state == _IDLE)  # these start a new segment at the end of the step
+        self.continue_segments(t)
+        self.start_segments(t, idle)
+        is_word = self.tok[:, t] >= self.w0
+        self.run[:, t] = np.where(is_word, self.run[:, t - 1] + 1, 0)
 
-        # --- continue segments in progress -------------------------------------------------
+    def continue_segments(self, t):
+        """Emit the next token of every segment in progress (all but the bracket segment)."""
+        state, left, tok, emit = self.state, self.left, self.tok, self.emit
         i = np.flatnonzero(state == _PHRASE)
-        emit(i, t, words(len(i)), "random")
+        emit(i, t, self.words(len(i)), "random")
         left[i] -= 1
         state[i[left[i] == 0]] = _IDLE
 
         i = np.flatnonzero(state == _BIGRAM)
-        u = rng.random(len(i))[:, None]
-        emit(i, t, (u >= table_cdf[tok[i, t - 1]]).sum(1), "bigram")
+        u = self.rng.random(len(i))[:, None]
+        emit(i, t, (u >= self.table_cdf[tok[i, t - 1]]).sum(1), "bigram")
         state[i] = _IDLE
 
         i = np.flatnonzero(state == _COUNT)
@@ -177,78 +204,83 @@ def make_synthetic(key, *, num_sequences: int, seq_len: int, vocab_size: int = 6
         state[i[left[i] == 0]] = _IDLE
 
         i = np.flatnonzero(state == _COPY)
-        emit(i, t, tok[i, ptr[i]], "induction", ptr[i])
-        ptr[i] += 1
+        emit(i, t, tok[i, self.ptr[i]], "induction", self.ptr[i])
+        self.ptr[i] += 1
         left[i] -= 1
         state[i[left[i] == 0]] = _IDLE
 
         i = np.flatnonzero(state == _LIST)
+        phase = self.phase
         dl, wd = i[phase[i]], i[~phase[i]]
         more = left[dl] > 0
         emit(dl, t, np.where(more, VOCAB["COMMA"], VOCAB["END"]), "delimiter")
         state[dl[~more]] = _IDLE
-        emit(wd, t, words(len(wd)), "random")
+        emit(wd, t, self.words(len(wd)), "random")
         left[wd] -= 1
         phase[i] = ~phase[i]
 
-        i = np.flatnonzero(state == _BRACKET)
-        u = rng.random(len(i))
+        self.continue_brackets(t)
+
+    def continue_brackets(self, t):
+        """Open (depth < 3), close the innermost opener, or emit a word."""
+        depth, stack = self.depth, self.stack
+        i = np.flatnonzero(self.state == _BRACKET)
+        u = self.rng.random(len(i))
         do_open = (depth[i] < _MAX_DEPTH) & (u < 0.25)
         do_close = u >= 0.6
         j = i[do_close]
         depth[j] -= 1
-        emit(j, t, closes[stack[j, depth[j]]], "bracket_close")
-        state[j[depth[j] == 0]] = _IDLE
+        self.emit(j, t, self.closes[stack[j, depth[j]]], "bracket_close")
+        self.state[j[depth[j] == 0]] = _IDLE
         j = i[do_open]
-        kind = rng.integers(0, 2, size=len(j))
+        kind = self.rng.integers(0, 2, size=len(j))
         stack[j, depth[j]] = kind
         depth[j] += 1
-        emit(j, t, opens[kind], "random")
+        self.emit(j, t, self.opens[kind], "random")
         j = i[~do_open & ~do_close]
-        emit(j, t, words(len(j)), "random")
+        self.emit(j, t, self.words(len(j)), "random")
 
-        # --- start new segments ------------------------------------------------------------
-        seg = np.searchsorted(seg_cdf, rng.random(len(idle)), side="right").clip(max=len(SEGMENTS) - 1)
+    def start_segments(self, t, idle):
+        """Draw a segment type for each sequence in ``idle`` and emit its first token."""
+        rng, state, left, emit = self.rng, self.state, self.left, self.emit
+        seg = np.searchsorted(self.seg_cdf, rng.random(len(idle)), side="right").clip(max=len(SEGMENTS) - 1)
         by = {name: idle[seg == k] for k, name in enumerate(SEGMENTS)}
-        start_phrase(by["random"], t)
-
-        i = by["induction"]  # copy L words from a word run ending at e <= t - 1
-        L = rng.integers(lo, hi + 1, size=len(i))
-        valid = run[i, :t] >= L[:, None]
-        e = np.argmax(rng.random(valid.shape) * valid, axis=1)
-        ok = valid.any(axis=1)
-        start_phrase(i[~ok], t)
-        i, s, L = i[ok], (e - L + 1)[ok], L[ok]
-        emit(i, t, tok[i, s], "random")
-        ptr[i], left[i], state[i] = s + 1, L - 1, _COPY
+        self.start_phrase(by["random"], t)
+        self.start_induction(by["induction"], t)
 
         i = by["bigram"]
-        emit(i, t, rng.choice(triggers, size=len(i)), "random")
+        emit(i, t, rng.choice(self.triggers, size=len(i)), "random")
         state[i] = _BIGRAM
 
         i = by["bracket"]
         kind = rng.integers(0, 2, size=len(i))
-        stack[i, 0], depth[i], state[i] = kind, 1, _BRACKET
-        emit(i, t, opens[kind], "random")
+        self.stack[i, 0], self.depth[i], state[i] = kind, 1, _BRACKET
+        emit(i, t, self.opens[kind], "random")
 
         i = by["delimiter"]
-        emit(i, t, words(len(i)), "random")
-        left[i], phase[i], state[i] = rng.integers(1, 4, size=len(i)), True, _LIST
+        emit(i, t, self.words(len(i)), "random")
+        left[i], self.phase[i], state[i] = rng.integers(1, 4, size=len(i)), True, _LIST
 
         i = by["formatting"]
         emit(i, t, VOCAB["NEWLINE"], "formatting")
-        left[i], state[i] = indent[i], _FORMAT
+        left[i], state[i] = self.indent[i], _FORMAT
 
         i = by["counting"]
         k = rng.integers(1, len(VOCAB["COUNT"]) + 1, size=len(i))
         emit(i, t, np.asarray(VOCAB["COUNT"])[k - 1], "random")
         left[i], state[i] = k, _COUNT
 
-        is_word = tok[:, t] >= w0
-        run[:, t] = np.where(is_word, run[:, t - 1] + 1, 0)
-
-    return {"tokens": tok, "labels": lab[:, 1:], "source": src[:, 1:], "bigram_table": table,
-            "indent": indent}
+    def start_induction(self, i, t):
+        """Copy L words from a word run ending at e <= t - 1 (a random phrase if there is none)."""
+        lo, hi = self.induction_len
+        L = self.rng.integers(lo, hi + 1, size=len(i))
+        valid = self.run[i, :t] >= L[:, None]
+        e = np.argmax(self.rng.random(valid.shape) * valid, axis=1)
+        ok = valid.any(axis=1)
+        self.start_phrase(i[~ok], t)
+        i, s, L = i[ok], (e - L + 1)[ok], L[ok]
+        self.emit(i, t, self.tok[i, s], "random")
+        self.ptr[i], self.left[i], self.state[i] = s + 1, L - 1, _COPY
 
 
 def pattern_mask(labels, pattern) -> np.ndarray:
