@@ -16,17 +16,21 @@ from .estimators.susceptibility import (jacobian, mixture_susceptibility, per_sa
 from .reference import classical, exact
 from .reference.nuts import nuts
 from .samplers import SamplingAlgorithm, rmsprop_sgld, sgld, sgnht
-from .sampling.posterior import potential_loss
-from .sampling.result import SampleResult
+from .sampling.kernel import Context, Kernel, KernelSpec, RunState, build_kernel
+from .sampling.observables import Observable, observable
+from .sampling.posterior import Posterior, potential_loss
+from .sampling.result import SampleResult, StackedResult
 from .sampling.runner import SamplingDivergence, sample
 from .stats import Estimate, Moments, covariance, covariance_from_moments, ess, mean_estimate, rhat
 
 __version__ = "0.1.0"
 
-config.setup()  # JAX's persistent compilation cache on by default (~/.cache/susc/jax or $JAX_COMPILATION_CACHE_DIR)
+# Importing susc changes no global JAX setting: the persistent compilation cache is opt-in through
+# susc.config.setup(), which the Makefile, the CLI and the chapters call.
 
 __all__ = [
-    "sample", "sgld", "rmsprop_sgld", "sgnht", "SamplingAlgorithm", "SampleResult", "Moments",
+    "sample", "Posterior", "observable", "Observable", "build_kernel", "Kernel", "KernelSpec", "Context",
+    "RunState", "StackedResult", "sgld", "rmsprop_sgld", "sgnht", "SamplingAlgorithm", "SampleResult", "Moments",
     "SamplingDivergence", "potential_loss", "covariance", "covariance_from_moments", "mean_estimate",
     "Estimate", "ess", "rhat", "llc", "LLCEstimate", "nuts", "exact", "classical", "patterning", "config",
     "susceptibility", "mixture_susceptibility", "per_sample_susceptibility", "reweighting_derivative", "jacobian",

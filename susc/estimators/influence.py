@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from ..sampling.observables import observable
+from ..sampling.runner import sample
 from ..stats.covariance import Estimate
 
 __all__ = ["influence_matrix", "bif", "BIFResult"]
@@ -156,11 +158,12 @@ class BIFResult(Estimate):
 def bif(key, loss_fn, params, data, query_data=None, *, sampler, nbeta: float, gamma: float = 0.0,
         num_chains: int = 4, num_draws: int = 200, centered: bool = False, correlation: bool = False,
         token_mean: bool = False, block_size: int = 256, num_batches: int = 8, weights=None,
-        se: bool = True, **sample_kwargs) -> BIFResult:
+        se: bool = True, chunk_size: int | None = None, **sample_kwargs) -> BIFResult:
     """Sample the localized posterior and return the influence matrix BIF(i, j) = −Cov[ℓ_i, ℓ_j].
 
-    Runs `susc.sample` with the per-sample losses of ``data`` (and of ``query_data``) as observables,
-    evaluated at every draw inside the compiled loop, then `influence_matrix` (rows = training
+    Runs `susc.sample` with the per-sample losses of ``data`` (and of ``query_data``) as observables
+    (``susc.observable(loss_fn, data, chunk_size=chunk_size)``: the data are runtime arguments, so a
+    second call with other data of the same shapes compiles nothing), evaluated at every draw, then `influence_matrix` (rows = training
     samples i of ``data``, columns = ``query_data`` or ``data``). ``centered=True`` subtracts the
     draw's exact L^ρ_n = (1/n)Σ_i ρ_i ℓ_i (from the recorded per-sample losses, so rows sum to zero
     even with minibatch sampling). devinterp's ``bif()`` returns −(this value) (it reports +corr/+cov).
@@ -170,18 +173,17 @@ def bif(key, loss_fn, params, data, query_data=None, *, sampler, nbeta: float, g
             other ``sample_kwargs`` (batch_size, num_burnin, steps_per_draw, ...) pass through.
         query_data: PyTree like ``data`` with the query samples (None: the training samples).
         centered, correlation, token_mean, block_size, num_batches, se: see `influence_matrix`.
+        chunk_size: rows of ``data``/``query_data`` per evaluation (bounds memory; None = all).
 
     Returns:
         `BIFResult` (value, se, n, result) of shape ``[n, n_query(, T, T')]``.
     """
-    from ..sampling.runner import sample   # local import: runner imports heavy kernels
-
     if "observables" in sample_kwargs:
         raise ValueError("bif() builds its own observables (the per-sample losses); call susc.sample "
                          "and influence_matrix directly to record more")
-    obs = {"train_losses": lambda p: loss_fn(p, data)}
+    obs = {"train_losses": observable(loss_fn, data, chunk_size=chunk_size)}
     if query_data is not None:
-        obs["query_losses"] = lambda p: loss_fn(p, query_data)
+        obs["query_losses"] = observable(loss_fn, query_data, chunk_size=chunk_size)
     res = sample(key, loss_fn, params, data, sampler=sampler, nbeta=nbeta, gamma=gamma,
                  num_chains=num_chains, num_draws=num_draws, observables=obs, weights=weights,
                  num_batches=num_batches, **sample_kwargs)

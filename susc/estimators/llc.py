@@ -21,7 +21,7 @@ import dataclasses
 import numpy as np
 
 from ..stats.covariance import mean_estimate
-from ..sampling.result import SampleResult
+from ..sampling.result import SampleResult, check_result
 
 __all__ = ["LLCEstimate", "llc"]
 
@@ -40,6 +40,7 @@ class LLCEstimate:
 
 def llc(result: SampleResult, *, num_batches: int = 8) -> LLCEstimate:
     """λ̂ = nβ(E[L_n] − L_n(w*)) from a `SampleResult` (its ``loss``, ``init_loss`` and ``nbeta``)."""
+    check_result(result, "llc")
     trace = result.nbeta * (np.asarray(result.loss, np.float64) - result.init_loss)
     per_chain = trace.mean(axis=1)
     est = mean_estimate(trace, num_batches=num_batches)

@@ -35,7 +35,9 @@ import jax
 import numpy as np
 
 from ..stats.covariance import Estimate
-from ..sampling.result import SampleResult
+from ..sampling.observables import observable
+from ..sampling.result import SampleResult, StackedResult
+from ..sampling.runner import sample
 
 __all__ = ["StructuralResult", "structural_susceptibilities", "structural_from_results", "stack_masks",
            "standardize", "pca", "PCAResult"]
@@ -168,8 +170,9 @@ def structural_from_results(restricted, full=None, *, probe: str = "probe", cent
         raise ValueError(f"centering must be 'full' or 'restricted', got {centering!r}")
     if centering == "full" and full is None:
         raise ValueError("centering='full' needs the unrestricted run `full` (or use centering='restricted')")
-    parts = [restricted] if isinstance(restricted, SampleResult) else list(restricted)
-    mom = [_restricted_moments(r if r.loss.ndim == 3 else _lift(r), probe, num_batches) for r in parts]
+    parts = [restricted] if isinstance(restricted, (SampleResult, StackedResult)) else list(restricted)
+    mom = [_restricted_moments(r if isinstance(r, StackedResult) else _lift(r), probe, num_batches)
+           for r in parts]
     n, mphi, mdel, cm = (np.concatenate(x, 0) for x in zip(*mom))
     fn = fm = None
     if centering == "full":
@@ -185,17 +188,20 @@ def structural_from_results(restricted, full=None, *, probe: str = "probe", cent
 
 def _lift(r: SampleResult) -> SampleResult:
     """A single-component result as a K = 1 stacked one."""
+    if not isinstance(r, SampleResult):
+        raise TypeError(f"restricted runs must be SampleResult/StackedResult, got {type(r).__name__}")
     obs = {k: np.asarray(v)[None] for k, v in r.observables.items()}
-    lift = lambda a: None if a is None else np.asarray(a)[None]
+    lift = lambda a: None if a is None else np.asarray(a)[None]  # noqa: E731
     mom = {k: dataclasses.replace(m, **{f.name: lift(getattr(m, f.name)) for f in dataclasses.fields(m)})
            for k, m in r.moments.items()}
-    return dataclasses.replace(r, loss=np.asarray(r.loss)[None], observables=obs, moments=mom)
+    return StackedResult(np.asarray(r.loss)[None], r.init_loss, obs, mom, r.settings, None, r.wall_time)
 
 
 def structural_susceptibilities(key, loss_fn: Callable, params, data, probe_losses_fn: Callable, masks, *,
                                 names: Sequence[str] | None = None, sampler, nbeta: float, gamma: float = 0.0,
                                 num_chains: int = 4, num_draws: int = 200, batch_size: int | None = None,
                                 centering: str = "full", num_batches: int = 8, store_draws: bool = True,
+                                probe_data=None, probe_chunk: int | None = None,
                                 **sample_kwargs) -> StructuralResult:
     """Per-token structural susceptibilities of K components in one vectorized run (+ one full run).
 
@@ -204,7 +210,10 @@ def structural_susceptibilities(key, loss_fn: Callable, params, data, probe_loss
             ``mask=masks[k]`` and the same key); the full run uses ``fold_in(key, 0x5EED)``.
         loss_fn, params, data: the training loss contract of `susc.sample` (L at draws = ``result.loss``).
         probe_losses_fn: ``params -> per-token probe losses`` of any shape (flattened to N tokens),
-            evaluated at every draw inside the compiled loop.
+            evaluated at every draw inside the compiled loop; with ``probe_data``,
+            ``probe_losses_fn(params, batch) -> [rows, ...]`` over the probe set, passed at run time
+            and evaluated ``probe_chunk`` rows at a time (no recompilation for another probe set of
+            the same shapes; memory bounded by the chunk). Often ``probe_losses_fn = loss_fn``.
         masks: PyTree like params whose leaves carry a leading axis K (e.g.
             ``susc.models.masks.component_masks``), or a list of K mask PyTrees.
         names: K component labels. centering: "full" (default, Baker et al. C.4) or "restricted".
@@ -215,8 +224,6 @@ def structural_susceptibilities(key, loss_fn: Callable, params, data, probe_loss
     Returns:
         `StructuralResult` with ``value``/``se`` ``[K, N]``; ``.standardized()`` for comparisons.
     """
-    from ..sampling.runner import sample
-
     if centering not in ("full", "restricted"):
         raise ValueError(f"centering must be 'full' or 'restricted', got {centering!r}")
     if not callable(probe_losses_fn):
@@ -227,7 +234,9 @@ def structural_susceptibilities(key, loss_fn: Callable, params, data, probe_loss
     if isinstance(masks, (list, tuple)):
         masks = stack_masks(masks)
     kw = dict(sampler=sampler, nbeta=nbeta, gamma=gamma, num_chains=num_chains, num_draws=num_draws,
-              batch_size=batch_size, observables={"probe": probe_losses_fn}, num_batches=num_batches,
+              batch_size=batch_size, num_batches=num_batches,
+              observables={"probe": probe_losses_fn if probe_data is None
+                           else observable(probe_losses_fn, probe_data, chunk_size=probe_chunk)},
               store_draws=store_draws, accumulate=None if store_draws else [("loss", "probe")],
               **sample_kwargs)
     restricted = sample(key, loss_fn, params, data, masks=masks, **kw)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..stats.covariance import Estimate, covariance, covariance_from_moments
-from ..sampling.result import SampleResult
+from ..sampling.result import SampleResult, check_result
 from ..stats.streaming import Moments
 
 __all__ = ["susceptibility", "mixture_susceptibility", "per_sample_susceptibility",
@@ -152,8 +152,7 @@ def susceptibility_from_result(result: SampleResult, phi: str, delta: str, *, ce
     draws, or with streaming runs that accumulated ``(phi, delta)`` (and ``(phi, "loss")`` when
     centred) via ``accumulate=[...]``.
     """
-    if not isinstance(result, SampleResult):
-        raise TypeError(f"result must be a SampleResult from susc.sample, got {type(result).__name__}")
+    check_result(result, "susceptibility_from_result")
     nb = int(num_batches or result.settings.get("num_batches", 8))
     get = lambda nm: result.loss if nm == "loss" else result.observables.get(nm)
     x, y = get(phi), get(delta)

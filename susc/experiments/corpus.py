@@ -18,26 +18,21 @@ Posterior: p(w) ∝ exp{−nβ L_n(w) − (γ/2)‖w − w*‖²} with w* the tr
 w ← w − (ε/2)[nβ∇L_B + γ(w − w*)] + √ε ξ (blackjax's step size h = ε/2). The trained model is the
 shipped ``data/checkpoints/corpus-<model>`` when its training settings match the config, else a
 checkpoint trained once in the experiment's ``work/`` folder; the samplers resume from
-``work/sample_*``.
+``work/sample_*`` (training, shipping, loading and sampling: `susc.experiments.common`).
 """
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import artifacts
 from ..config import register_config
 from ..data import LABELS, label_tokens, load_corpus, load_tokenizer
-from ..models.masks import component_masks
-from ..models.transformer import TransformerConfig, init_params, make_loss_fn, token_losses
-from . import circuits, register
-from .transformer import CHECKPOINT_DIR, per_layer_standardize
+from ..models.transformer import TransformerConfig, token_losses
+from . import circuits, common, register
 
 __all__ = ["CorpusConfig", "model_config", "make_data", "probe_labels", "train_model", "load_model",
            "ship_checkpoint", "run_corpus_susceptibility"]
@@ -122,55 +117,27 @@ def probe_labels(tokens, tokenizer=None) -> np.ndarray:
     return label_tokens(np.asarray(tokens), tok)[:, 1:]
 
 
-def _train_settings(cfg):
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k in _TRAIN_FIELDS}
-
-
 def train_model(cfg: CorpusConfig, *, progress: bool = False):
     """Train w* from scratch on the corpus; returns ``(params, history)`` (AdamW, cosine, warmup)."""
-    from ..train import adamw, train
-    mcfg = model_config(cfg)
     tr, ev = make_data(cfg)
-    params0 = init_params(jax.random.key(cfg.init_seed), mcfg)
-    opt = adamw(cfg.learning_rate, num_steps=cfg.train_steps, warmup_steps=cfg.warmup_steps)
-    chunk = max(d for d in range(1, 201) if cfg.train_steps % d == 0)
-    return train(jax.random.key(cfg.train_seed), make_loss_fn(mcfg), params0, {"tokens": tr["tokens"]},
-                 num_steps=cfg.train_steps, batch_size=cfg.train_batch, optimizer=opt, chunk_size=chunk,
-                 eval_data={"tokens": ev["tokens"][-64:]}, progress=progress)
+    return common.train_transformer(cfg, model_config(cfg), tr["tokens"], ev["tokens"][-64:],
+                                    max_chunk=200, progress=progress)
 
 
-def _metadata(cfg, history):
-    stride = max(1, len(history["loss"]) // 200)
-    return {"train_settings": _train_settings(cfg), "train_wall_s": history["wall_time"],
-            "curve_step": history["step"][::stride].tolist(),
-            "curve_loss": history["loss"][::stride].tolist(),
-            "eval_step": history["eval_step"].tolist(), "eval_loss": history["eval_loss"].tolist()}
+def _recipe(cfg: CorpusConfig) -> common.Recipe:
+    return common.Recipe(f"corpus-{cfg.model}", model_config(cfg), common.train_settings(cfg, _TRAIN_FIELDS),
+                         lambda progress: train_model(cfg, progress=progress))
 
 
 def ship_checkpoint(cfg: CorpusConfig, dest=None, *, progress: bool = True) -> dict:
     """Train ``cfg``'s model and save it as ``data/checkpoints/corpus-<model>`` (+ provenance)."""
-    params, history = train_model(cfg, progress=progress)
-    dest = CHECKPOINT_DIR / f"corpus-{cfg.model}" if dest is None else dest
-    return artifacts.save_params(dest, params, config=model_config(cfg), metadata=_metadata(cfg, history),
-                                 wall_time=history["wall_time"])
+    return common.ship_checkpoint(_recipe(cfg), dest, progress=progress)
 
 
 def load_model(cfg: CorpusConfig, work_dir=None, *, progress: bool = False):
     """``(params, record)``: the shipped checkpoint if its training settings match ``cfg``, else
     ``work_dir/model`` (trained now if absent, then saved so a rerun reuses it)."""
-    shipped = CHECKPOINT_DIR / f"corpus-{cfg.model}"
-    if cfg.use_shipped and shipped.with_suffix(".json").exists():
-        params, record = artifacts.load_params(shipped)
-        if record["metadata"].get("train_settings") == _train_settings(cfg):
-            return params, record
-    if work_dir is None:
-        raise ValueError("no shipped checkpoint matches cfg; pass work_dir= to train and keep one")
-    path = Path(work_dir) / "model"
-    if not path.with_suffix(".json").exists():
-        params, history = train_model(cfg, progress=progress)
-        artifacts.save_params(path, params, config=model_config(cfg), metadata=_metadata(cfg, history),
-                              wall_time=history["wall_time"])
-    return artifacts.load_params(path)
+    return common.load_model(_recipe(cfg), work_dir, use_shipped=cfg.use_shipped, progress=progress)
 
 
 def _chunked_probe_losses(tokens, mcfg, chunk: int):
@@ -190,54 +157,27 @@ def _chunked_probe_losses(tokens, mcfg, chunk: int):
 @register("corpus-susceptibility", "corpus",
           "per-token structural susceptibilities of every head on the stdlib corpus; heads × token classes, PCA")
 def run_corpus_susceptibility(cfg: CorpusConfig, work_dir, *, progress: bool = True):
-    from .. import sample, sgld
-    from ..estimators.structural import pca, structural_from_results
-    work_dir = Path(work_dir)
     t0 = time.perf_counter()
     params, record = load_model(cfg, work_dir, progress=progress)
     t_model = time.perf_counter() - t0
     mcfg = model_config(cfg)
     tr, ev = make_data(cfg)
-    names, masks = component_masks(params, mcfg, embed=False, unembed=False)   # heads only
     probe_tok = ev["tokens"][:cfg.probe_sequences]
     labels = probe_labels(probe_tok)                                         # [m, T], targets' classes
-    loss_fn = make_loss_fn(mcfg)
-    kw = dict(sampler=sgld(cfg.step_size), nbeta=cfg.nbeta, gamma=cfg.gamma, num_chains=cfg.num_chains,
-              num_draws=cfg.num_draws, batch_size=cfg.sample_batch, num_batches=cfg.num_batches,
-              observables={"probe": _chunked_probe_losses(probe_tok, mcfg, cfg.probe_chunk)},  # [m, T]
-              store_draws=False, accumulate=[("loss", "probe")],            # streaming: memory ∝ tokens
-              checkpoint_every=cfg.checkpoint_every, progress=progress)
-    data = {"tokens": jnp.asarray(tr["tokens"][:cfg.sample_windows])}
-    key = jax.random.key(cfg.sample_seed)
-    t1 = time.perf_counter()
-    restricted = sample(key, loss_fn, params, data, masks=masks,
-                        checkpoint_dir=work_dir / "sample_restricted", **kw)
-    t2 = time.perf_counter()
-    full = sample(jax.random.fold_in(key, 0x5EED), loss_fn, params, data,
-                  checkpoint_dir=work_dir / "sample_full", **kw)
-    t3 = time.perf_counter()
-    for d in ("sample_restricted", "sample_full"):   # finished: the resume state is no longer needed
-        shutil.rmtree(work_dir / d, ignore_errors=True)
-    chi = structural_from_results(restricted, full, names=names, num_batches=cfg.num_batches)
-    Z = per_layer_standardize(chi.matrix, mcfg.n_layers)                   # [N, K], negative ⇒ expresses
-    flat = labels.reshape(-1)
-    hc, cnames, counts = circuits.heads_by_patterns(Z, flat, LABELS)        # [K, classes]
-    H = mcfg.n_heads
-    k = min(3, H)
-    pcs = [pca(Z[:, l * H:(l + 1) * H], k) for l in range(mcfg.n_layers)]
-    arrays = {"chi": chi.value, "chi_se": chi.se, "Z": Z, "probe_tokens": np.asarray(probe_tok),
-              "probe_labels": labels, "head_names": np.array(names),
+    h = common.head_susceptibilities(jax.random.key(cfg.sample_seed), cfg, params, mcfg,
+                                     {"tokens": jnp.asarray(tr["tokens"][:cfg.sample_windows])},
+                                     _chunked_probe_losses(probe_tok, mcfg, cfg.probe_chunk), work_dir,
+                                     progress=progress)
+    hc, cnames, counts = circuits.heads_by_patterns(h.Z, labels.reshape(-1), LABELS)   # [K, classes]
+    arrays = {**common.chi_arrays(h), "probe_tokens": np.asarray(probe_tok),
+              "probe_labels": labels, "head_names": np.array(h.names),
               "heads_by_classes": hc, "class_names": np.array(cnames), "class_counts": counts,
-              "restricted_loss": restricted.moments["loss"].mean_x, "full_loss": full.moments["loss"].mean_x,
-              "init_loss": np.float64(restricted.init_loss),
-              "pca_components": np.stack([p.components for p in pcs]),
-              "pca_ratio": np.stack([p.explained_variance_ratio for p in pcs]),
-              "pca_scores": np.stack([p.scores for p in pcs]),
+              **common.posterior_arrays(h, scores=True),
               "curve_step": np.asarray(record["metadata"]["curve_step"]),
               "curve_loss": np.asarray(record["metadata"]["curve_loss"])}
-    summary = {"num_probe_tokens": int(Z.shape[0]), "init_loss": float(restricted.init_loss),
+    summary = {"num_probe_tokens": int(h.Z.shape[0]), "init_loss": float(h.restricted.init_loss),
                "class_counts": {c: int(n) for c, n in zip(cnames, counts)},
-               "pca_ratio": [p.explained_variance_ratio.tolist() for p in pcs],
+               "pca_ratio": [p.explained_variance_ratio.tolist() for p in h.pcs],
                "checkpoint_sha256": record["sha256"],
-               "timings": {"model_s": t_model, "restricted_s": t2 - t1, "full_s": t3 - t2}}
+               "timings": {"model_s": t_model, **h.timings}}
     return arrays, summary

@@ -15,33 +15,29 @@ r"""Transformer experiments on the synthetic language with planted patterns (iss
 
 Posterior: p(w) ∝ exp{−nβ L_n(w) − (γ/2)‖w − w*‖²} with w* the trained model, sampled by SGLD
 w ← w − (ε/2)[nβ∇L_B + γ(w − w*)] + √ε ξ. Both experiments reuse a trained model: the shipped
-checkpoint ``data/checkpoints/synthetic-<profile>`` when its training settings match the config,
-else a checkpoint in the experiment's ``work/`` folder (trained once, then reused), so an
-interrupted run resumes; the samplers resume from ``work/sample_*`` (`susc.sample(checkpoint_dir=)`).
+checkpoint ``data/checkpoints/synthetic-<model>`` when its training settings match the config,
+else one trained once in the experiment's ``work/`` folder; the samplers resume from ``work/sample_*``
+(training, shipping, loading and sampling: `susc.experiments.common`).
 """
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import artifacts
 from ..config import register_config
 from ..data import PATTERNS, make_synthetic
-from ..models.masks import component_masks
-from ..models.transformer import TransformerConfig, init_params, make_loss_fn, token_losses
-from . import circuits, register
+from ..models.transformer import TransformerConfig, make_loss_fn, token_losses
+from . import circuits, common, register
+from .common import CHECKPOINT_DIR, per_layer_standardize
 
 __all__ = ["SyntheticConfig", "CHECKPOINT_DIR", "model_config", "make_data", "load_model",
            "train_model", "ship_checkpoint", "token_names", "per_layer_standardize", "run_train",
            "run_susceptibility"]
 
-CHECKPOINT_DIR = Path(__file__).resolve().parents[2] / "data" / "checkpoints"
 # Induction-heavy mixture: 40% of segments copy an earlier span, so the induction circuit forms
 # within the tiny training budget (about 4k AdamW steps).
 _PROBS = (("random", 0.2), ("induction", 0.4), ("bigram", 0.1), ("bracket", 0.1),
@@ -107,57 +103,27 @@ def make_data(cfg: SyntheticConfig) -> tuple[dict, dict]:
     return split(slice(0, cfg.num_train)), split(slice(cfg.num_train, n))
 
 
-def _train_settings(cfg):
-    return {k: (list(map(list, v)) if k == "pattern_probs" else v)
-            for k, v in dataclasses.asdict(cfg).items() if k in _TRAIN_FIELDS}
-
-
 def train_model(cfg: SyntheticConfig, *, progress: bool = False):
     """Train w* from scratch; returns ``(params, history)`` (AdamW, cosine decay, warmup)."""
-    from ..train import adamw, train
-    mcfg = model_config(cfg)
     tr, ev = make_data(cfg)
-    params0 = init_params(jax.random.key(cfg.init_seed), mcfg)
-    opt = adamw(cfg.learning_rate, num_steps=cfg.train_steps, warmup_steps=cfg.warmup_steps)
-    chunk = max(d for d in range(1, 251) if cfg.train_steps % d == 0)
-    return train(jax.random.key(cfg.train_seed), make_loss_fn(mcfg), params0, {"tokens": tr["tokens"]},
-                 num_steps=cfg.train_steps, batch_size=cfg.train_batch, optimizer=opt, chunk_size=chunk,
-                 eval_data={"tokens": ev["tokens"][:128]}, progress=progress)
+    return common.train_transformer(cfg, model_config(cfg), tr["tokens"], ev["tokens"][:128],
+                                    max_chunk=250, progress=progress)
 
 
-def _metadata(cfg, history):
-    stride = max(1, len(history["loss"]) // 200)
-    return {"train_settings": _train_settings(cfg), "train_wall_s": history["wall_time"],
-            "curve_step": history["step"][::stride].tolist(),
-            "curve_loss": history["loss"][::stride].tolist(),
-            "eval_step": history["eval_step"].tolist(), "eval_loss": history["eval_loss"].tolist()}
+def _recipe(cfg: SyntheticConfig) -> common.Recipe:
+    return common.Recipe(f"synthetic-{cfg.model}", model_config(cfg), common.train_settings(cfg, _TRAIN_FIELDS),
+                         lambda progress: train_model(cfg, progress=progress))
 
 
 def ship_checkpoint(cfg: SyntheticConfig, dest=None, *, progress: bool = True) -> dict:
     """Train ``cfg``'s model and save it as ``data/checkpoints/synthetic-<model>`` (+ provenance)."""
-    params, history = train_model(cfg, progress=progress)
-    dest = CHECKPOINT_DIR / f"synthetic-{cfg.model}" if dest is None else dest
-    return artifacts.save_params(dest, params, config=model_config(cfg), metadata=_metadata(cfg, history),
-                                 wall_time=history["wall_time"])
+    return common.ship_checkpoint(_recipe(cfg), dest, progress=progress)
 
 
 def load_model(cfg: SyntheticConfig, work_dir=None, *, progress: bool = False):
     """``(params, record)``: the shipped checkpoint if it matches ``cfg``'s training settings, else a
     checkpoint in ``work_dir/model`` (trained now if absent; sha256-verified on load)."""
-    shipped = CHECKPOINT_DIR / f"synthetic-{cfg.model}"
-    if cfg.use_shipped and shipped.with_suffix(".json").exists():
-        params, record = artifacts.load_params(shipped)
-        if record["metadata"].get("train_settings") == _train_settings(cfg):
-            return params, record
-    if work_dir is None:
-        raise ValueError("no shipped checkpoint matches cfg; pass work_dir= to train and keep one")
-    path = Path(work_dir) / "model"
-    if path.with_suffix(".json").exists():
-        return artifacts.load_params(path)
-    params, history = train_model(cfg, progress=progress)
-    artifacts.save_params(path, params, config=model_config(cfg), metadata=_metadata(cfg, history),
-                          wall_time=history["wall_time"])
-    return artifacts.load_params(path)
+    return common.load_model(_recipe(cfg), work_dir, use_shipped=cfg.use_shipped, progress=progress)
 
 
 def token_names(vocab_size: int) -> list[str]:
@@ -167,18 +133,6 @@ def token_names(vocab_size: int) -> list[str]:
     for x in range(vocab_size):
         out.append(special.get(x) or (f"C{x - 10}" if 11 <= x <= 14 else f"g{x - 15}" if 15 <= x <= 18 else f"w{x}"))
     return out
-
-
-def per_layer_standardize(X, n_layers: int) -> np.ndarray:
-    """`susc.structural.standardize` applied to each layer's block of head columns of ``X [N, L·H]``.
-
-    Layers are compared separately (as the per-layer PCA of Baker et al.): a layer-0 head and a
-    layer-1 head play different roles in one circuit, and row-centring across layers would mix them.
-    """
-    from ..estimators.structural import standardize
-    X = np.asarray(X)
-    H = X.shape[1] // n_layers
-    return np.concatenate([standardize(X[:, l * H:(l + 1) * H]) for l in range(n_layers)], axis=1)
 
 
 def _circuit_readouts(params, mcfg, ev, probe_n):
@@ -221,35 +175,16 @@ def run_train(cfg: SyntheticConfig, work_dir, *, progress: bool = True):
 @register("transformer-susceptibility", "transformer-synthetic",
           "per-token structural susceptibilities of every head; induction heads from susceptibilities alone")
 def run_susceptibility(cfg: SyntheticConfig, work_dir, *, progress: bool = True):
-    from .. import sample, sgld
-    from ..estimators.structural import pca, structural_from_results
-    work_dir = Path(work_dir)
     t0 = time.perf_counter()
     params, record = load_model(cfg, work_dir, progress=progress)
     t_model = time.perf_counter() - t0
     mcfg = model_config(cfg)
     tr, ev = make_data(cfg)
-    names, masks = component_masks(params, mcfg, embed=False, unembed=False)   # heads only
     probe = {"tokens": jnp.asarray(ev["tokens"][:cfg.probe_sequences])}
-    loss_fn = make_loss_fn(mcfg)
-    kw = dict(sampler=sgld(cfg.step_size), nbeta=cfg.nbeta, gamma=cfg.gamma, num_chains=cfg.num_chains,
-              num_draws=cfg.num_draws, batch_size=cfg.sample_batch, num_batches=cfg.num_batches,
-              observables={"probe": lambda w: token_losses(w, probe, mcfg)},   # [m, T] probe losses
-              store_draws=False, accumulate=[("loss", "probe")],            # streaming: memory ∝ tokens
-              checkpoint_every=cfg.checkpoint_every, progress=progress)
-    data = {"tokens": jnp.asarray(tr["tokens"])}
-    key = jax.random.key(cfg.sample_seed)
-    t1 = time.perf_counter()
-    restricted = sample(key, loss_fn, params, data, masks=masks,
-                        checkpoint_dir=work_dir / "sample_restricted", **kw)
-    t2 = time.perf_counter()
-    full = sample(jax.random.fold_in(key, 0x5EED), loss_fn, params, data,
-                  checkpoint_dir=work_dir / "sample_full", **kw)
-    t3 = time.perf_counter()
-    for d in ("sample_restricted", "sample_full"):   # finished: the resume state is no longer needed
-        shutil.rmtree(work_dir / d, ignore_errors=True)
-    chi = structural_from_results(restricted, full, names=names, num_batches=cfg.num_batches)
-    Z = per_layer_standardize(chi.matrix, mcfg.n_layers)                   # [N, K], negative ⇒ expresses
+    h = common.head_susceptibilities(jax.random.key(cfg.sample_seed), cfg, params, mcfg,
+                                     {"tokens": jnp.asarray(tr["tokens"])},
+                                     lambda w: token_losses(w, probe, mcfg), work_dir, progress=progress)
+    names, Z = h.names, h.Z
     labels = ev["labels"][:cfg.probe_sequences].reshape(-1)
     hp, pnames, counts = circuits.heads_by_patterns(Z, labels, PATTERNS)
     score, score_se = circuits.susceptibility_induction_score(Z, labels == 1)
@@ -265,19 +200,14 @@ def run_susceptibility(cfg: SyntheticConfig, work_dir, *, progress: bool = True)
                                          names[sl]) for l, sl in enumerate(layers)]
     agree_all = circuits.rank_agreement({"susceptibility": score, "ablation": abl_ind,
                                          "attention": ref["attn_induction"]}, names)
-    pcs = [pca(Z[:, l * H:(l + 1) * H], min(3, H)) for l in range(mcfg.n_layers)]
-    arrays = {"chi": chi.value, "chi_se": chi.se, "Z": Z, "probe_tokens": np.asarray(probe["tokens"]),
+    arrays = {**common.chi_arrays(h), "probe_tokens": np.asarray(probe["tokens"]),
               "probe_labels": ev["labels"][:cfg.probe_sequences], "head_names": np.array(names),
               "heads_by_patterns": hp, "pattern_names": np.array(pnames), "pattern_counts": counts,
-              "induction_score": score, "induction_score_se": score_se,
-              "restricted_loss": restricted.moments["loss"].mean_x, "full_loss": full.moments["loss"].mean_x,
-              "init_loss": np.float64(restricted.init_loss),
-              "pca_components": np.stack([p.components for p in pcs]),
-              "pca_ratio": np.stack([p.explained_variance_ratio for p in pcs]), **ref}
+              "induction_score": score, "induction_score_se": score_se, **common.posterior_arrays(h), **ref}
     summary = {"induction_head_susceptibility": per_layer[-1]["top"]["susceptibility"],
                "induction_head_attention": per_layer[-1]["top"]["attention"],
                "induction_head_ablation": per_layer[-1]["top"]["ablation"],
                "per_layer": per_layer, "all_heads": agree_all, "num_probe_tokens": int(Z.shape[0]),
                "checkpoint_sha256": record["sha256"],
-               "timings": {"model_s": t_model, "restricted_s": t2 - t1, "full_s": t3 - t2}}
+               "timings": {"model_s": t_model, **h.timings}}
     return arrays, summary

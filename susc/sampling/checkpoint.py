@@ -8,7 +8,9 @@ an unrenamed temporary folder that the next run deletes. After a block lands, th
 block before it is removed (its draws stay).
 
 The fingerprint hashes every input that changes the result: settings, key, params, data, weights,
-center, masks, perturbation, observable data, the names of the functions, the accumulators.
+center, masks, perturbation, observable data, the (qualified) names of the functions, the
+accumulators. Functions themselves cannot be hashed across processes: change a function's body and
+keep its name, and the checkpoint will not notice.
 Resuming with anything else is refused. Because each chain's random stream is indexed by its
 global step, a resumed run is bitwise the uninterrupted one.
 """
@@ -38,9 +40,8 @@ def tree_digest(tree) -> list:
 
 
 def _fn_name(f) -> str | None:
-    if f is None:
-        return None
-    return f"{getattr(f, '__module__', '?')}.{getattr(f, '__qualname__', type(f).__name__)}"
+    """The qualified name only: a notebook and a script defining the same function must agree."""
+    return None if f is None else getattr(f, "__qualname__", type(f).__name__)
 
 
 def fingerprint(settings: dict, *, key, arrays: dict, functions: dict) -> str:

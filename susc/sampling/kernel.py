@@ -223,7 +223,7 @@ def _run_block(spec: KernelSpec, state: RunState, ctx: Context, length: int):
         cs, accs, out = jax.lax.cond(stop, skip, advance, (cs, accs, state.draw + i))
         return (cs, accs), out
 
-    (cs, accs), (loss, obs) = jax.lax.scan(body, (state.chains, state.accs), jnp.arange(length))
+    (cs, accs), (loss, obs) = jax.lax.scan(body, (state.chains, state.accs), jnp.arange(length, dtype=jnp.int32))
     ax = 2 if ctx.stacked else 1                        # scan stacks draws first: move them behind chains
     draws = Draws(jnp.moveaxis(loss, 0, ax), {k: jnp.moveaxis(v, 0, ax) for k, v in obs.items()})
     return state._replace(chains=cs, accs=accs, draw=state.draw + length), draws

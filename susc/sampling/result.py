@@ -13,7 +13,7 @@ import numpy as np
 
 from ..stats.moments import Moments
 
-__all__ = ["SampleResult", "StackedResult", "Moments"]
+__all__ = ["SampleResult", "StackedResult", "Moments", "check_result"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,3 +126,14 @@ class StackedResult:
 
     def __repr__(self) -> str:
         return _repr(self, f"components={self.num_components}, chains={self.num_chains}, draws={self.num_draws}")
+
+
+
+def check_result(result, fn: str):
+    """Refuse anything but a single-component `SampleResult`, saying what to do instead."""
+    if isinstance(result, StackedResult):
+        raise TypeError(f"{fn}() got a StackedResult of {result.num_components} components × "
+                        f"{result.num_chains} chains; pooling would mix components. Use "
+                        f"{fn}(result.component(k)) or [{fn}(r) for r in result].")
+    if not isinstance(result, SampleResult):
+        raise TypeError(f"{fn}() needs a SampleResult from susc.sample or susc.nuts, got {type(result).__name__}")

@@ -266,6 +266,6 @@ def _diverged(result, bad: np.ndarray, mode: str):
     cut = lambda x: np.take(x, np.arange(n), axis=dax)  # noqa: E731
     partial = type(result)(cut(result.loss), result.init_loss,
                            {k: cut(v) for k, v in result.observables.items()}, {}, result.settings,
-                           None, result.wall_time)
+                           result.final_state, result.wall_time)
     msg = ("all chains diverged: " if mode == "drop" else "") + hint
     raise SamplingDivergence(msg + f" The {n} draws finished before it are in .partial.", partial, chain, draw)
