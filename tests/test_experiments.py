@@ -6,6 +6,7 @@ labels (`make_synthetic`'s ``source``) define which head attends like an inducti
 zero-ablation defines which head the induction tokens need; susceptibilities must agree.
 Conventions: p(w) ∝ exp{−nβ L_n(w) − (γ/2)‖w − w*‖²}, χ = −Cov[φ, ΔL] (negative ⇒ expresses).
 """
+import functools
 import json
 
 import jax
@@ -14,7 +15,6 @@ import numpy as np
 import pytest
 
 import susc
-import susc.sampling.runner
 from susc import artifacts, config, experiments
 from susc.__main__ import main
 from susc.experiments import circuits
@@ -71,12 +71,13 @@ def test_resume_after_interruption_gives_identical_arrays(cli_run, tmp_path, mon
         if done == SMALL["checkpoint_every"]:
             raise Stop
 
-    monkeypatch.setattr(susc.sampling.runner, "_AFTER_BLOCK", stop)
+    monkeypatch.setattr(susc, "sample", functools.partial(susc.sample, on_block=stop))
     with pytest.raises(Stop):
         experiments.run("transformer-susceptibility", "tiny", root=tmp_path, progress=False, **SMALL)
     work = experiments.results_dir("transformer-susceptibility", "tiny", tmp_path) / "work"
-    assert (work / "model.npz").exists() and (work / "sample_restricted" / "meta.json").exists()
-    monkeypatch.setattr(susc.sampling.runner, "_AFTER_BLOCK", None)
+    blocks = list((work / "sample_restricted").glob("block-*"))
+    assert (work / "model.npz").exists() and len(blocks) == 1 and (blocks[0] / "meta.json").exists()
+    monkeypatch.undo()
     resumed = experiments.run("transformer-susceptibility", "tiny", root=tmp_path, progress=False, **SMALL)
     assert set(resumed.arrays) == set(ref.arrays)
     for name, arr in ref.arrays.items():

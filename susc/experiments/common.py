@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from .. import artifacts
@@ -126,22 +127,28 @@ class HeadSusceptibilities(NamedTuple):
     timings: dict
 
 
-def head_susceptibilities(key, cfg, params, mcfg: TransformerConfig, data, probe_fn, work_dir, *,
-                          progress: bool = True) -> HeadSusceptibilities:
-    """Per-token structural susceptibilities of every attention head on ``probe_fn(w) -> [m, T]``.
+def head_susceptibilities(key, cfg, params, mcfg: TransformerConfig, data, probe_tokens, work_dir, *,
+                          probe_chunk: int | None = None, progress: bool = True) -> HeadSusceptibilities:
+    """Per-token structural susceptibilities of every attention head on the probe windows
+    ``probe_tokens [m, T + 1]`` (their per-token losses ``[m, T]``).
+
+    The probe set is an observable with run-time data (`susc.observable`), evaluated
+    ``probe_chunk`` windows at a time: with a 5000-token vocabulary the logits dominate memory,
+    and vmapped over K heads × chains they would be ``[K·chains, m, T, V]`` at once.
 
     ``cfg`` supplies the SGLD settings (step_size, nbeta, gamma, num_chains, num_draws, sample_batch,
     num_batches, checkpoint_every); ``key`` drives the restricted run, ``fold_in(key, 0x5EED)`` the
     full one. Finished runs delete their resume state ``work_dir/sample_*``.
     """
-    from .. import sample, sgld
+    from .. import observable, sample, sgld
     from ..estimators.structural import pca, structural_from_results
     work_dir = Path(work_dir)
     names, masks = component_masks(params, mcfg, embed=False, unembed=False)   # heads only
     loss_fn = make_loss_fn(mcfg)
     kw = dict(sampler=sgld(cfg.step_size), nbeta=cfg.nbeta, gamma=cfg.gamma, num_chains=cfg.num_chains,
               num_draws=cfg.num_draws, batch_size=cfg.sample_batch, num_batches=cfg.num_batches,
-              observables={"probe": probe_fn},                              # [m, T] probe losses
+              observables={"probe": observable(loss_fn, {"tokens": jnp.asarray(probe_tokens)},
+                                               chunk_size=probe_chunk)},   # [m, T] probe losses
               store_draws=False, accumulate=[("loss", "probe")],            # streaming: memory ∝ tokens
               checkpoint_every=cfg.checkpoint_every, progress=progress)
     t1 = time.perf_counter()

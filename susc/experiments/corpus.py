@@ -31,7 +31,7 @@ import numpy as np
 
 from ..config import register_config
 from ..data import LABELS, label_tokens, load_corpus, load_tokenizer
-from ..models.transformer import TransformerConfig, token_losses
+from ..models.transformer import TransformerConfig
 from . import circuits, common, register
 
 __all__ = ["CorpusConfig", "model_config", "make_data", "probe_labels", "train_model", "load_model",
@@ -140,20 +140,6 @@ def load_model(cfg: CorpusConfig, work_dir=None, *, progress: bool = False):
     return common.load_model(_recipe(cfg), work_dir, use_shipped=cfg.use_shipped, progress=progress)
 
 
-def _chunked_probe_losses(tokens, mcfg, chunk: int):
-    """``w -> [m, T]`` probe losses, ``chunk`` windows per forward pass (`lax.map`).
-
-    With a 5000-token vocabulary the logits dominate memory: vmapped over K heads × chains they would
-    be ``[K·chains, m, T, V]`` at once; mapping over chunks keeps one ``[K·chains, chunk, T, V]`` block.
-    """
-    tokens = np.asarray(tokens)
-    m, W = tokens.shape
-    if chunk < 1 or m % chunk:
-        raise ValueError(f"probe_chunk must divide probe_sequences={m}, got {chunk}")
-    blocks = jnp.asarray(tokens.reshape(m // chunk, chunk, W))
-    return lambda w: jax.lax.map(lambda t: token_losses(w, {"tokens": t}, mcfg), blocks).reshape(m, W - 1)
-
-
 @register("corpus-susceptibility", "corpus",
           "per-token structural susceptibilities of every head on the stdlib corpus; heads × token classes, PCA")
 def run_corpus_susceptibility(cfg: CorpusConfig, work_dir, *, progress: bool = True):
@@ -166,8 +152,7 @@ def run_corpus_susceptibility(cfg: CorpusConfig, work_dir, *, progress: bool = T
     labels = probe_labels(probe_tok)                                         # [m, T], targets' classes
     h = common.head_susceptibilities(jax.random.key(cfg.sample_seed), cfg, params, mcfg,
                                      {"tokens": jnp.asarray(tr["tokens"][:cfg.sample_windows])},
-                                     _chunked_probe_losses(probe_tok, mcfg, cfg.probe_chunk), work_dir,
-                                     progress=progress)
+                                     probe_tok, work_dir, probe_chunk=cfg.probe_chunk, progress=progress)
     hc, cnames, counts = circuits.heads_by_patterns(h.Z, labels.reshape(-1), LABELS)   # [K, classes]
     arrays = {**common.chi_arrays(h), "probe_tokens": np.asarray(probe_tok),
               "probe_labels": labels, "head_names": np.array(h.names),

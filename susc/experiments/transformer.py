@@ -30,7 +30,7 @@ import numpy as np
 
 from ..config import register_config
 from ..data import PATTERNS, make_synthetic
-from ..models.transformer import TransformerConfig, make_loss_fn, token_losses
+from ..models.transformer import TransformerConfig, make_loss_fn
 from . import circuits, common, register
 from .common import CHECKPOINT_DIR, per_layer_standardize
 
@@ -180,10 +180,9 @@ def run_susceptibility(cfg: SyntheticConfig, work_dir, *, progress: bool = True)
     t_model = time.perf_counter() - t0
     mcfg = model_config(cfg)
     tr, ev = make_data(cfg)
-    probe = {"tokens": jnp.asarray(ev["tokens"][:cfg.probe_sequences])}
     h = common.head_susceptibilities(jax.random.key(cfg.sample_seed), cfg, params, mcfg,
-                                     {"tokens": jnp.asarray(tr["tokens"])},
-                                     lambda w: token_losses(w, probe, mcfg), work_dir, progress=progress)
+                                     {"tokens": jnp.asarray(tr["tokens"])}, ev["tokens"][:cfg.probe_sequences],
+                                     work_dir, progress=progress)
     names, Z = h.names, h.Z
     labels = ev["labels"][:cfg.probe_sequences].reshape(-1)
     hp, pnames, counts = circuits.heads_by_patterns(Z, labels, PATTERNS)
@@ -200,7 +199,7 @@ def run_susceptibility(cfg: SyntheticConfig, work_dir, *, progress: bool = True)
                                          names[sl]) for l, sl in enumerate(layers)]
     agree_all = circuits.rank_agreement({"susceptibility": score, "ablation": abl_ind,
                                          "attention": ref["attn_induction"]}, names)
-    arrays = {**common.chi_arrays(h), "probe_tokens": np.asarray(probe["tokens"]),
+    arrays = {**common.chi_arrays(h), "probe_tokens": np.asarray(ev["tokens"][:cfg.probe_sequences]),
               "probe_labels": ev["labels"][:cfg.probe_sequences], "head_names": np.array(names),
               "heads_by_patterns": hp, "pattern_names": np.array(pnames), "pattern_counts": counts,
               "induction_score": score, "induction_score_se": score_se, **common.posterior_arrays(h), **ref}

@@ -35,10 +35,9 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ..samplers.base import SamplingAlgorithm
-from ..stats.streaming import Accumulator, acc_init, acc_update, batch_of_draw
+from ..stats.streaming import acc_init, acc_update, batch_of_draw
 from .observables import Observable, evaluate, normalize
 from .partition import combine, moving_leaves, partition
 from .posterior import Gradients, Posterior
