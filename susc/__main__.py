@@ -30,7 +30,8 @@ def main(argv=None) -> int:
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
 
-    from . import experiments
+    from . import config, experiments
+    config.setup()   # the persistent JAX compilation cache: the CLI opts in (importing susc does not)
     if args.command == "list":
         for exp in experiments.list_experiments():
             print(f"{exp.name:28s} {exp.description}")
