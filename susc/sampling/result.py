@@ -17,23 +17,8 @@ __all__ = ["SampleResult", "StackedResult", "Moments", "check_result"]
 
 
 @dataclasses.dataclass(frozen=True)
-class SampleResult:
-    """Draws (or streaming moments) from a localized tempered posterior.
-
-    Attributes:
-        loss: ``[C, D]`` mean loss L_n at each draw (L_n^rho when weights are given). With
-            minibatches and ``draw_loss="batch"`` this is the minibatch estimate.
-        init_loss: L_n(w*) at the initial (localization) point, full batch.
-        observables: ``name -> [C, D, *s]`` observables evaluated at the draws; empty when the
-            run was streaming (``store_draws=False``).
-        moments: ``name -> Moments`` (and ``"a|b" -> Moments`` for cross pairs) when streaming
-            accumulators were requested.
-        settings: the hyperparameters and options the run used (nbeta, gamma, sampler, ...).
-        final_state: the sampler state after the last draw, stacked over chains (a PyTree of
-            arrays), so a run can be continued.
-        wall_time: seconds spent sampling (compilation included).
-        extras: free-form diagnostics (e.g. NUTS acceptance rates).
-    """
+class _Draws:
+    """Fields shared by `SampleResult` and `StackedResult` (the latter adds a leading K axis)."""
 
     loss: np.ndarray
     init_loss: float
@@ -44,34 +29,56 @@ class SampleResult:
     wall_time: float = float("nan")
     extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
+    _lead = 0   # number of axes before the chain axis
+
     @property
     def num_chains(self) -> int:
-        return int(self.loss.shape[0])
+        return int(self.loss.shape[self._lead])
 
     @property
     def num_draws(self) -> int:
-        return int(self.loss.shape[1])
+        return int(self.loss.shape[self._lead + 1])
 
     @property
     def nbeta(self) -> float:
         return float(self.settings["nbeta"])
 
     def __repr__(self) -> str:  # short: results are printed in notebooks
-        return _repr(self, f"chains={self.num_chains}, draws={self.num_draws}")
+        dims = f"chains={self.num_chains}, draws={self.num_draws}"
+        if self._lead:
+            dims = f"components={self.loss.shape[0]}, " + dims
+        obs = ", ".join(f"{k}{tuple(v.shape)}" for k, v in self.observables.items())
+        return (f"{type(self).__name__}({dims}, nbeta={self.settings.get('nbeta')}, "
+                f"init_loss={self.init_loss:.6g}, observables=[{obs}], moments=[{', '.join(self.moments)}], "
+                f"wall_time={self.wall_time:.2f}s)")
 
 
-def _repr(r, dims: str) -> str:
-    obs = ", ".join(f"{k}{tuple(v.shape)}" for k, v in r.observables.items())
-    return (f"{type(r).__name__}({dims}, nbeta={r.settings.get('nbeta')}, init_loss={r.init_loss:.6g}, "
-            f"observables=[{obs}], moments=[{', '.join(r.moments)}], wall_time={r.wall_time:.2f}s)")
+@dataclasses.dataclass(frozen=True, repr=False)
+class SampleResult(_Draws):
+    """Draws (or streaming moments) from a localized tempered posterior.
+
+    Attributes:
+        loss: ``[C, D]`` mean loss L_n at each draw (L_n^rho when weights are given). With
+            minibatches and ``draw_loss="auto"`` this is the minibatch estimate.
+        init_loss: L_n(w*) at the initial (localization) point, full batch.
+        observables: ``name -> [C, D, *s]`` observables evaluated at the draws; empty when the
+            run was streaming (``store_draws=False``).
+        moments: ``name -> Moments`` (and ``"a|b" -> Moments`` for cross pairs) when streaming
+            accumulators were requested.
+        settings: the hyperparameters and options the run used (nbeta, gamma, sampler, ...).
+        final_state: the chain states after the last draw, stacked over chains (position, sampler
+            state, loss, gradients, step counter, first diverged draw).
+        wall_time: seconds spent sampling (compilation included).
+        extras: free-form diagnostics (e.g. NUTS acceptance rates).
+    """
 
 
 def _take(tree, k):
     return None if tree is None else jax.tree_util.tree_map(lambda x: x[k], tree)
 
 
-@dataclasses.dataclass(frozen=True)
-class StackedResult:
+@dataclasses.dataclass(frozen=True, repr=False)
+class StackedResult(_Draws):
     """K components × C chains from one vectorized run (``susc.sample(..., masks=...)``).
 
     Same fields as `SampleResult` with a leading component axis: ``loss [K, C, D]``,
@@ -81,30 +88,11 @@ class StackedResult:
     (or iterate: ``[susc.llc(r) for r in result]``).
     """
 
-    loss: np.ndarray
-    init_loss: float
-    observables: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
-    moments: Mapping[str, Moments] = dataclasses.field(default_factory=dict)
-    settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    final_state: Any = None
-    wall_time: float = float("nan")
-    extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    _lead = 1
 
     @property
     def num_components(self) -> int:
         return int(self.loss.shape[0])
-
-    @property
-    def num_chains(self) -> int:
-        return int(self.loss.shape[1])
-
-    @property
-    def num_draws(self) -> int:
-        return int(self.loss.shape[2])
-
-    @property
-    def nbeta(self) -> float:
-        return float(self.settings["nbeta"])
 
     def component(self, k: int) -> SampleResult:
         """Component k as an ordinary `SampleResult` (``[C, D]`` draws)."""
@@ -123,10 +111,6 @@ class StackedResult:
 
     def __iter__(self):
         return (self.component(k) for k in range(self.num_components))
-
-    def __repr__(self) -> str:
-        return _repr(self, f"components={self.num_components}, chains={self.num_chains}, draws={self.num_draws}")
-
 
 
 def check_result(result, fn: str):
