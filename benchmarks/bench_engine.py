@@ -18,11 +18,13 @@ import time
 
 def _counter():
     import jax
-    counts = {"lowerings": 0, "backend_compiles": 0, "compile_s": 0.0}
+    counts = {"lowerings": 0, "backend_compiles": 0, "compile_s": 0.0, "by_function": {}}
 
     def listen(event, secs, **kw):
         if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
             counts["lowerings"] += 1
+            name = kw.get("fun_name", "?")
+            counts["by_function"][name] = counts["by_function"].get(name, 0) + 1
         elif event == "/jax/core/compile/backend_compile_duration":
             counts["backend_compiles"] += 1
             counts["compile_s"] += secs
@@ -65,8 +67,9 @@ def compiles(script: str):
     counts = _counter()
     t0 = time.perf_counter()
     runpy.run_path(script, run_name="__main__")
+    top = sorted(counts.pop("by_function").items(), key=lambda kv: -kv[1])[:int(__import__("os").environ.get("TOP", 8))]
     return {"script": script, "wall_s": round(time.perf_counter() - t0, 1), **counts,
-            "compile_s": round(counts["compile_s"], 1)}
+            "compile_s": round(counts["compile_s"], 1), "top_lowered": dict(top)}
 
 
 if __name__ == "__main__":
