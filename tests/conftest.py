@@ -15,3 +15,24 @@ def rng():
     import jax
 
     return jax.random.key(0)
+
+
+_LOWERED: list = []
+_LISTENING = [False]
+
+
+@pytest.fixture
+def lowerings():
+    """A list that receives the name of every program XLA lowers (compiles) during the test.
+
+    Lowering happens on every in-memory jit-cache miss, whether or not the persistent cache then
+    serves the binary, so an empty list means nothing was traced or compiled anew."""
+    import jax
+
+    if not _LISTENING[0]:
+        jax.monitoring.register_event_duration_secs_listener(
+            lambda event, secs, **kw: _LOWERED.append(kw.get("fun_name"))
+            if event == "/jax/core/compile/jaxpr_to_mlir_module_duration" else None)
+        _LISTENING[0] = True
+    _LOWERED.clear()
+    return _LOWERED

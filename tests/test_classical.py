@@ -107,6 +107,19 @@ def test_damped_influence_cg_matches_dense(model):
     np.testing.assert_allclose(est1, est[0], rtol=1e-9, atol=1e-12)
 
 
+def test_damped_influence_sweep_compiles_once(lowerings):
+    """Damping, tolerance, data and weights are runtime arguments: a sweep reuses one program."""
+    loss_fn, params, data, queries = mlp_problem()
+    grads = jax.jacrev(queries)(params)
+    kw = dict(phi_grads=grads, nbeta=40.0)
+    first = classical.damped_influence(loss_fn, params, data, gamma=10.0, **kw)
+    lowerings.clear()
+    out = [classical.damped_influence(loss_fn, params, data, gamma=g, cg_tol=t, **kw)
+           for g, t in ((20.0, 1e-6), (40.0, 1e-8))]
+    assert lowerings == [], lowerings
+    assert not np.allclose(out[0], first)        # the damping did change
+
+
 def test_damped_influence_per_token_losses():
     loss_fn, params, data, queries = mlp_problem(n=20)
     tok = lambda p, b: jnp.stack([loss_fn(p, b), 0.3 * loss_fn(p, b) ** 2], axis=1)   # (B, T=2)

@@ -20,6 +20,7 @@ For Bayesian linear regression, evaluated at the posterior mean, these identitie
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -124,24 +125,28 @@ def damped_influence(loss_fn: Callable, params: PyTree, data: PyTree, queries: C
         ``[k, n]`` (``[k, n, T]`` for per-token losses); the k axis is dropped for a scalar query.
     """
     _check_nbeta(nbeta, gamma)
-    damping = float(gamma) / float(nbeta)
     grads, squeeze = _as_query_grads(params, queries, phi_grads)
-    f = mean_loss(loss_fn, data, weights)
-
-    @jax.jit
-    def run(params, grads, data):
-        def matvec(v):
-            hv = hvp(f, params, v)
-            return jax.tree_util.tree_map(lambda a, b: a + damping * b, hv, v)
-
-        def one(g):
-            x, _ = jax.scipy.sparse.linalg.cg(matvec, g, tol=cg_tol, maxiter=maxiter)
-            # ∇ℓ_zᵀ x for every z in one JVP of the per-example loss vector.
-            return -jax.jvp(lambda p: loss_fn(p, data), (params,), (x,))[1]
-        return jax.vmap(one)(grads)
-
-    out = run(params, grads, data)
+    w = _check_weights(weights, _num_samples(data))
+    out = _damped_solve(loss_fn, maxiter, params, grads, data, w, jnp.asarray(float(gamma) / float(nbeta)),
+                        jnp.asarray(cg_tol))
     return out[0] if squeeze else out
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _damped_solve(loss_fn, maxiter, params, grads, data, weights, damping, cg_tol):
+    """CG solves of (H + damping·I) x_a = ∇φ_a, then -∇ℓ_zᵀ x_a for all z. One compiled program per
+    (loss_fn, shapes): damping, tolerance, data and weights are runtime arguments."""
+    def f(p):
+        return jnp.mean(_weighted(loss_fn(p, data), weights))
+
+    def matvec(v):
+        return jax.tree_util.tree_map(lambda a, b: a + damping * b, hvp(f, params, v), v)
+
+    def one(g):
+        x, _ = jax.scipy.sparse.linalg.cg(matvec, g, tol=cg_tol, maxiter=maxiter)
+        # ∇ℓ_zᵀ x for every z in one JVP of the per-example loss vector.
+        return -jax.jvp(lambda p: loss_fn(p, data), (params,), (x,))[1]
+    return jax.vmap(one)(grads)
 
 
 def dense_hessian(loss_fn: Callable, params: PyTree, data: PyTree, *, weights=None) -> jax.Array:
