@@ -123,15 +123,16 @@ def test_divergence_stops_every_chain_at_the_draw_it_happens():
 
 
 WELL = susc.potential_loss(lambda w: jnp.sum(0.5 * w ** 2 - 0.05 * w ** 4))   # escapes diverge
+# The keys below were found by scanning seeds for a run in which exactly one chain escapes.
 
 
 def test_drop_keeps_moments_and_final_state_of_surviving_chains():
     kw = dict(sampler=susc.sgld(0.05), nbeta=1.0, num_draws=100, store_draws=False, progress=False)
     with pytest.warns(RuntimeWarning, match="dropping 1 diverged chain"):
-        r = susc.sample(jax.random.key(11), *WELL[:1], jnp.zeros(1), WELL[1], num_chains=4,
+        r = susc.sample(jax.random.key(6), *WELL[:1], jnp.zeros(1), WELL[1], num_chains=4,
                         on_divergence="drop", **kw)
     assert r.settings["dropped_chains"] == [3]
-    ref = susc.sample(jax.random.key(11), *WELL[:1], jnp.zeros(1), WELL[1], num_chains=3, **kw)
+    ref = susc.sample(jax.random.key(6), *WELL[:1], jnp.zeros(1), WELL[1], num_chains=3, **kw)
     for k in ("loss",):
         np.testing.assert_allclose(r.moments[k].mean_x, ref.moments[k].mean_x, rtol=1e-6)
         np.testing.assert_allclose(r.moments[k].comoment, ref.moments[k].comoment, rtol=1e-5)
@@ -142,10 +143,10 @@ def test_drop_keeps_moments_and_final_state_of_surviving_chains():
 def test_stacked_runs_honour_drop():
     masks = jnp.array([[1.0, 0.0], [0.0, 1.0]])
     with pytest.warns(RuntimeWarning, match="dropping"):
-        r = susc.sample(jax.random.key(3), WELL[0], jnp.zeros(2), WELL[1], sampler=susc.sgld(0.05), nbeta=1.0,
+        r = susc.sample(jax.random.key(0), WELL[0], jnp.zeros(2), WELL[1], sampler=susc.sgld(0.05), nbeta=1.0,
                         num_chains=4, num_draws=100, masks=masks, accumulate=["loss"], on_divergence="drop",
                         progress=False)
-    assert r.settings["dropped_chains"] == [0]
+    assert r.settings["dropped_chains"] == [2]
     assert r.loss.shape == (2, 3, 100) and r.moments["loss"].count.shape[:2] == (2, 3)
     assert np.isfinite(r.loss).all()
 

@@ -20,6 +20,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .noise import tree_normal
+
 __all__ = ["SamplingAlgorithm", "tree_normal", "apply_mask", "check_step_size"]
 
 
@@ -30,14 +32,6 @@ class SamplingAlgorithm(NamedTuple):
     step: Callable[..., tuple[Any, Any]]
     name: str
     hyperparams: dict
-
-
-def tree_normal(key, tree):
-    """Independent standard normals shaped like ``tree`` (one key per leaf, fixed by leaf order)."""
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    keys = jax.random.split(key, len(leaves))
-    return jax.tree_util.tree_unflatten(
-        treedef, [jax.random.normal(k, jnp.shape(x), jnp.result_type(x)) for k, x in zip(keys, leaves)])
 
 
 def apply_mask(update, mask):
