@@ -32,6 +32,7 @@ import dataclasses
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ..sampling.observables import observable
 from ..sampling.runner import sample
@@ -81,11 +82,12 @@ def _centred_groups(X, edges, dt):
     return out, (np.concatenate(sds) if sds else None)
 
 
-def _batch_se(A, Bm, edges, correlation, rows, dt):
+def _batch_se(A, Bm, edges, correlation, rows, dt, symmetric=False):
     """Batch-means SE: sd over the G = C·B (chain, batch) estimates / √G.
 
     Each group's estimate is a 2-D GEMM of its within-batch centred draws, ``rows`` rows at a time
-    so the block stays in cache; only running sums of the estimates and their squares are kept."""
+    so the block stays in cache; only running sums of the estimates and their squares are kept.
+    ``symmetric`` (A is Bm): only the upper triangle is computed, then mirrored."""
     ga, sa = _centred_groups(A, edges, dt)
     gb, sb = _centred_groups(Bm, edges, dt)
     G, fa, fb = len(ga), A.shape[2], Bm.shape[2]
@@ -95,18 +97,22 @@ def _batch_se(A, Bm, edges, correlation, rows, dt):
     se = np.empty((fa, fb))
     for i in range(0, fa, rows):
         r = min(rows, fa - i)
-        tot, sq = np.zeros((r, fb), dt), np.zeros((r, fb), dt)
+        j0 = i if symmetric else 0                                          # columns j0: of this block
+        tot, sq = np.zeros((r, fb - j0), dt), np.zeros((r, fb - j0), dt)
         for g, ((_, xb, k1), xaT) in enumerate(zip(gb, aT)):
-            sub = xaT[i:i + r] @ xb                                         # [r, fb]
+            sub = xaT[i:i + r] @ xb[:, j0:]                                 # [r, fb - j0]
             sub /= k1
             if correlation:
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    sub /= np.outer(sa[g, i:i + r], sb[g]).astype(dt)
+                    sub /= np.outer(sa[g, i:i + r], sb[g, j0:]).astype(dt)
             tot += sub
             sub *= sub
             sq += sub
         tot, sq = tot.astype(np.float64), sq.astype(np.float64)
-        se[i:i + r] = np.sqrt(np.maximum(sq - tot * tot / G, 0.0) / ((G - 1) * G))
+        se[i:i + r, j0:] = np.sqrt(np.maximum(sq - tot * tot / G, 0.0) / ((G - 1) * G))
+    if symmetric:
+        upper = np.triu(se)
+        se = upper + np.triu(upper, 1).T
     return se
 
 
@@ -155,9 +161,12 @@ def influence_matrix(losses_a, losses_b=None, *, centered_by=None, correlation: 
     if L is not None:
         A = A - L.reshape(C, D, 1)
     Bm = b.reshape(C, D, fb).astype(np.float64)
-    value = -_pooled(A, Bm, correlation)
-    err = _batch_se(A, Bm, _batch_edges(D, num_batches), correlation, int(block_size), dt) if se \
-        else np.full((fa, fb), np.nan)
+    # One BLAS thread: these GEMMs are small, and BLAS threads spinning against XLA's own thread
+    # pool (still busy right after sampling) made the same work 5-30x slower on a 2-core CPU.
+    with threadpool_limits(limits=1, user_api="blas"):
+        value = -_pooled(A, Bm, correlation)
+        err = _batch_se(A, Bm, _batch_edges(D, num_batches), correlation, int(block_size), dt,
+                        symmetric=losses_b is None and L is None) if se else np.full((fa, fb), np.nan)
     out_shape = sa + sb
     value, err = value.reshape(out_shape), err.reshape(out_shape)
     if len(sa) == 2 or len(sb) == 2:   # [N, (T), N', (T')] -> [N, N', (T), (T')]
