@@ -5,6 +5,7 @@
 #   make book-tiny   the same with the tiny profile (CI); make book-full: GPU box, full profile
 #   make browser-check   headless Chromium checks of the built HTML (math, images, console)
 #   make bench       benchmarks/run.py
+#   make bench-venv  the devinterp venvs for the side-by-side benchmarks (.venv-bench, .venv-bench2)
 #
 # Each target (re)creates .venv when it is missing or older than pyproject.toml.
 
@@ -27,10 +28,10 @@ JB_FLAGS := --all -W -n --keep-going
 NBVAL_FLAGS := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast book book-tiny book-full browser-check bench env clean distclean
+.PHONY: help install test test-fast book book-tiny book-full browser-check bench bench-venv env clean distclean
 
 help:
-	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,11p' Makefile | sed 's/^# \{0,1\}//'
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -75,6 +76,19 @@ browser-check: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+# devinterp 1.3.2 (LLC side) and 2.0.1 (BIF side), each with the torch 2.13.0 CPU wheel
+# (benchmarks/README.md). A venv that already has torch and that devinterp version is left alone.
+BENCH_TORCH ?= torch==2.13.0
+bench-venv:
+	@.venv-bench/bin/python -c "import torch, importlib.metadata as m; assert m.version('devinterp') == '1.3.2'" 2>/dev/null || { \
+	  $(PYTHON) -m venv .venv-bench && .venv-bench/bin/pip install --quiet $(BENCH_TORCH) && \
+	  .venv-bench/bin/pip install --quiet $(BENCH_TORCH) devinterp==1.3.2 numpy; }
+	@.venv-bench2/bin/python -c "import torch, importlib.metadata as m; assert m.version('devinterp') == '2.0.1'" 2>/dev/null || { \
+	  $(PYTHON) -m venv .venv-bench2 && .venv-bench2/bin/pip install --quiet $(BENCH_TORCH) && \
+	  .venv-bench2/bin/pip install --quiet $(BENCH_TORCH) devinterp==2.0.1 numpy; }
+	@for v in .venv-bench .venv-bench2; do $$v/bin/python -c "import importlib.metadata as m, torch; \
+	  print('$$v: devinterp', m.version('devinterp'), 'torch', torch.__version__)"; done
 
 env: $(STAMP)  ## print versions and devices
 	$(BIN)/python -m susc.env

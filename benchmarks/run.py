@@ -1,6 +1,6 @@
-"""`make bench`: susc benchmarks, side by side with devinterp 1.3.2 when its venv is present.
+"""`make bench`: susc benchmarks, side by side with devinterp 1.3.2 / 2.0.1 when their venvs are present.
 
-    python benchmarks/run.py [--quick] [--devinterp auto|off|subset|full] [--only llc,step,throughput,influence]
+    python benchmarks/run.py [--quick] [--devinterp auto|off|subset|full] [--only llc,step,throughput,influence,bif]
 
 * llc: B1 normal crossing (nine power pairs; --quick: [1,1], [0,2], [3,3]) and B2 RRR (five cases)
   in susc at devinterp's exact test settings; then devinterp on the same data and w*
@@ -11,10 +11,16 @@
 * step: per-chain-step cost of susc SGLD vs a bare value_and_grad (MLP, 1.3e4 params, batch 256).
 * throughput: B10, 1/4/16/64 chains on the polynomial, RRR and the MLP.
 * influence: `bench_influence.bench_bif()` / `bench_structural()` when that module exists.
+* bif: devinterp 2.0.1 ``bif()`` vs ``susc.bif()`` on the same RRR (5, 3, 5) data and w* (`bench_bif.py`;
+  devinterp in ``.venv-bench2`` through `devinterp_bif_side.py`): susc's second call in process (the
+  issue-10 goal ratio), fresh-process cold and warm compile cache, devinterp's fastest call, the
+  ratio, torch threads, load average, and a cross-check of the two matrices.
 
 The devinterp venv is ``$SUSC_BENCH_PYTHON`` or ``.venv-bench/bin/python`` (create it with
 ``python3 -m venv .venv-bench && .venv-bench/bin/pip install torch==2.13.0 devinterp==1.3.2 numpy``).
-A JSON record (machine, date, versions, commit, every number) goes to ``benchmarks/results/``.
+The devinterp 2 venv (part bif) is ``$SUSC_BENCH2_PYTHON`` or ``.venv-bench2/bin/python``
+(``make bench-venv`` creates both). A JSON record (machine, date, versions, commit, every number)
+goes to ``benchmarks/results/``.
 """
 from __future__ import annotations
 
@@ -161,7 +167,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer cases, steps and repeats (about 2 min)")
     ap.add_argument("--devinterp", default="auto", choices=["auto", "off", "subset", "full"],
                     help="auto = subset when the devinterp venv exists")
-    ap.add_argument("--only", default="llc,step,throughput,influence")
+    ap.add_argument("--only", default="llc,step,throughput,influence,bif")
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/<date>[-quick].json)")
     args = ap.parse_args(argv)
     parts = set(args.only.split(","))
@@ -228,6 +234,15 @@ def main(argv=None) -> int:
                     except TypeError:  # no quick switch
                         record[fn] = getattr(bench_influence, fn)()
                     log(f"\n[{fn}] " + json.dumps(record[fn], default=str)[:2000])
+            save()
+    if "bif" in parts:
+        from bench_bif import bench_bif_side_by_side, print_bif
+        log("\n[bif] devinterp 2.0.1 bif() vs susc.bif(), same data and w*")
+        record["bif"] = bench_bif_side_by_side(quick=args.quick, log=log, devinterp=args.devinterp != "off")
+        if "devinterp" in record["bif"]:
+            record["devinterp2_versions"] = record["bif"]["devinterp"]["versions"]
+        save()
+        print_bif(record["bif"], log)
 
     save()
     log(f"\nTotal {record['total_wall_s']:.0f} s; record written to {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
