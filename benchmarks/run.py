@@ -162,12 +162,47 @@ def print_throughput(res, log):
             f"{r['chain_steps_per_s']:>14.0f} {r['chain_steps_per_cpu_s']:>10.0f}")
 
 
+def llc_fresh(log) -> dict:
+    """devinterp's RRR (5,3,5) LLC call in fresh processes: an empty compile cache (cold), then the
+    filled one (warm). The ratio to devinterp's wall for the same call is in ``goals``."""
+    import tempfile
+    out = {}
+    with tempfile.TemporaryDirectory() as cache:
+        for label in ("cold", "warm"):
+            env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache, SUSC_PROGRESS="0")
+            r = subprocess.run([sys.executable, str(HERE / "llc_fresh.py")], env=env, capture_output=True,
+                               text=True, timeout=900)
+            out[label] = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {"error": r.stderr[-800:]}
+            log(f"[llc-fresh] {label}: " + json.dumps(out[label]))
+    return out
+
+
+def goals(record) -> dict:
+    """The three issue-10 ratios from whatever parts this record holds (None where a side is missing)."""
+    g = {}
+    b2 = next((r for r in record.get("llc", []) if r["name"] == "B2 RRR (5, 3, 5)"), None)
+    dev = (b2 or {}).get("devinterp", {}).get("full_wall_s")
+    fresh = record.get("llc_fresh", {})
+    for label in ("warm", "cold"):
+        s = fresh.get(label, {}).get("first_call_s")
+        g[f"llc_{label}_ratio (goal {'100' if label == 'warm' else '30'}x)"] = \
+            None if not (dev and s) else round(dev / s, 1)
+    step = record.get("step", {}).get("cases", [])
+    if step:
+        g["step_overhead_vs_bare_scan (goal <=1.3)"] = {
+            f"{c['case']}, {s['chains']} chains": round(s["overhead_vs_bare_scan"], 2)
+            for c in step for s in c["susc"]}
+    ratio = record.get("bif", {}).get("ratio", {}).get("goal_second_call")
+    g["bif_ratio_second_call (goal 50x)"] = None if ratio is None else round(ratio, 1)
+    return g
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer cases, steps and repeats (about 2 min)")
     ap.add_argument("--devinterp", default="auto", choices=["auto", "off", "subset", "full"],
                     help="auto = subset when the devinterp venv exists")
-    ap.add_argument("--only", default="llc,step,throughput,influence,bif")
+    ap.add_argument("--only", default="llc,llc-fresh,step,throughput,influence,bif,growth")
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/<date>[-quick].json)")
     args = ap.parse_args(argv)
     parts = set(args.only.split(","))
@@ -211,6 +246,9 @@ def main(argv=None) -> int:
             merge(records, plan, dres)
         print_llc(records, log)
         save()
+    if "llc-fresh" in parts:
+        record["llc_fresh"] = llc_fresh(log)
+        save()
     if "step" in parts:
         from bench_step import bench_step
         record["step"] = bench_step(quick=args.quick)
@@ -244,6 +282,14 @@ def main(argv=None) -> int:
         save()
         print_bif(record["bif"], log)
 
+    if "growth" in parts:
+        from bench_growth import bench_growth
+        log("\n[growth] wall time and peak memory against draws, chains, parameters, BIF size")
+        record["growth"] = bench_growth(quick=args.quick, log=log)
+        save()
+    record["goals"] = goals(record)
+    for k, v in record["goals"].items():
+        log(f"[goal] {k}: {v}")
     save()
     log(f"\nTotal {record['total_wall_s']:.0f} s; record written to {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     return 0
