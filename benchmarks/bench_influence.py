@@ -3,9 +3,7 @@ r"""Influence-matrix and structural-susceptibility timings (susc side; `benchmar
 Conventions: posterior p(w) ∝ exp{−nβ L_n(w) − (γ/2)‖w − w*‖²}; BIF(i, j) = −Cov[ℓ_i, ℓ_j] (devinterp's
 ``bif()`` returns +corr/+cov); SGLD w ← w − (ε/2)[nβ∇L + γ(w − w*)] + √ε ξ.
 
-* `bench_bif`: devinterp's RRR (M, H, N) = (5, 3, 5) setting (n = 1000, Adam-trained w*, ε = 6e-4,
-  nβ = n/ln n, γ = 1, full batch) — per-sample losses of all n samples recorded at every draw inside the
-  compiled loop, then the n × n matrix with batch-means SEs.
+* The BIF timings, side by side with devinterp 2.0.1, are in `bench_bif.py` (part ``bif``).
 * `bench_structural`: k = 8 attention heads of a 1-layer transformer; per-token structural
   susceptibilities on a 16 × 32-token probe, as ONE vectorized restricted run (+ the full run) vs k + 1
   separate runs vs one full-chain run. Goal: vectorized ≤ 2× one full-chain run.
@@ -23,7 +21,7 @@ import susc
 from susc.estimators.influence import bif, influence_matrix
 from susc.estimators.structural import structural_susceptibilities
 
-__all__ = ["bench_bif", "bench_structural"]
+__all__ = ["bench_structural"]
 
 
 def _timed(fn):
@@ -31,49 +29,6 @@ def _timed(fn):
     out = fn()
     jax.block_until_ready(jax.tree_util.tree_leaves(getattr(out, "final_state", None)) or 0)
     return out, time.perf_counter() - t0
-
-
-def bench_bif(n: int = 1000, chains: int = 2, draws: int = 200, quick: bool = False) -> dict:
-    """BIF for n samples (n × n matrix), ``chains`` × ``draws``, RRR (5, 3, 5); returns wall times."""
-    from susc.models import reduced_rank_regression, train_rrr
-
-    if quick:
-        n, draws = min(n, 300), min(draws, 50)
-    t0 = time.perf_counter()
-    toy = train_rrr(reduced_rank_regression(jax.random.key(42), 5, 3, 5, n=n))
-    jax.block_until_ready(toy.params)
-    train_s = time.perf_counter() - t0
-    kw = dict(sampler=susc.sgld(6e-4), nbeta=n / math.log(n), gamma=1.0, num_chains=chains, num_draws=draws,
-              progress=False)
-    run = lambda: bif(jax.random.key(0), toy.loss_fn, toy.params, toy.data, **kw)
-    cold, cold_s = _timed(run)
-    warm, warm_s = _timed(run)
-    losses = warm.result.observables["train_losses"]
-    t0 = time.perf_counter()
-    influence_matrix(losses)
-    matrix_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    influence_matrix(losses, se=False)
-    matrix_nose_s = time.perf_counter() - t0
-    return {"n": n, "chains": chains, "draws": draws, "device": str(jax.devices()[0]),
-            "train_s": train_s, "bif_cold_s": cold_s, "bif_warm_s": warm_s,
-            "sampling_warm_s": float(warm.result.wall_time), "matrix_with_se_s": matrix_s,
-            "matrix_no_se_s": matrix_nose_s, "matrix_shape": list(warm.value.shape),
-            "devinterp_anchor_s": 14.0}
-
-
-def _transformer(k: int, n: int = 256, T: int = 32):
-    from susc.models.masks import component_masks
-    from susc.models.transformer import TransformerConfig, init_params, make_loss_fn
-
-    cfg = TransformerConfig(vocab_size=64, n_layers=1, n_heads=k, d_model=64, d_head=8, context_length=T)
-    params = init_params(jax.random.key(0), cfg)
-    kd, kp = jax.random.split(jax.random.key(1))
-    data = {"tokens": jax.random.randint(kd, (n, T + 1), 0, cfg.vocab_size)}
-    probe = {"tokens": jax.random.randint(kp, (16, T + 1), 0, cfg.vocab_size)}
-    loss_fn = make_loss_fn(cfg)
-    names, masks = component_masks(params, cfg, mlps=False, embed=False, unembed=False)
-    return loss_fn, params, data, probe, names, masks
 
 
 def bench_structural(k: int = 8, chains: int = 4, draws: int = 100, quick: bool = False) -> dict:

@@ -10,7 +10,7 @@
   steps/s; "full" runs every case at full settings (about 15 min for B2, 8 min per B1 pair).
 * step: per-chain-step cost of susc SGLD vs a bare value_and_grad (MLP, 1.3e4 params, batch 256).
 * throughput: B10, 1/4/16/64 chains on the polynomial, RRR and the MLP.
-* influence: `bench_influence.bench_bif()` / `bench_structural()` when that module exists.
+* influence: `bench_influence.bench_structural()` (k heads in one vectorized run vs k + 1 runs).
 * bif: devinterp 2.0.1 ``bif()`` vs ``susc.bif()`` on the same RRR (5, 3, 5) data and w* (`bench_bif.py`;
   devinterp in ``.venv-bench2`` through `devinterp_bif_side.py`): susc's second call in process (the
   issue-10 goal ratio), fresh-process cold and warm compile cache, devinterp's fastest call, the
@@ -265,7 +265,7 @@ def main(argv=None) -> int:
         except ImportError:
             log("\n[influence] benchmarks/bench_influence.py not present: skipped")
         else:
-            for fn in ("bench_bif", "bench_structural"):
+            for fn in ("bench_structural",):
                 if hasattr(bench_influence, fn):
                     try:
                         record[fn] = getattr(bench_influence, fn)(quick=args.quick)
