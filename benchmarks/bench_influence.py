@@ -12,13 +12,11 @@ Wall times in seconds; "cold" includes tracing/compilation, "warm" is a second i
 """
 from __future__ import annotations
 
-import math
 import time
 
 import jax
 
 import susc
-from susc.estimators.influence import bif, influence_matrix
 from susc.estimators.structural import structural_susceptibilities
 
 __all__ = ["bench_structural"]
@@ -29,6 +27,20 @@ def _timed(fn):
     out = fn()
     jax.block_until_ready(jax.tree_util.tree_leaves(getattr(out, "final_state", None)) or 0)
     return out, time.perf_counter() - t0
+
+
+def _transformer(k: int, n: int = 256, T: int = 32):
+    from susc.models.masks import component_masks
+    from susc.models.transformer import TransformerConfig, init_params, make_loss_fn
+
+    cfg = TransformerConfig(vocab_size=64, n_layers=1, n_heads=k, d_model=64, d_head=8, context_length=T)
+    params = init_params(jax.random.key(0), cfg)
+    kd, kp = jax.random.split(jax.random.key(1))
+    data = {"tokens": jax.random.randint(kd, (n, T + 1), 0, cfg.vocab_size)}
+    probe = {"tokens": jax.random.randint(kp, (16, T + 1), 0, cfg.vocab_size)}
+    loss_fn = make_loss_fn(cfg)
+    names, masks = component_masks(params, cfg, mlps=False, embed=False, unembed=False)
+    return loss_fn, params, data, probe, names, masks
 
 
 def bench_structural(k: int = 8, chains: int = 4, draws: int = 100, quick: bool = False) -> dict:
@@ -70,5 +82,4 @@ if __name__ == "__main__":
     import sys
 
     q = "--quick" in sys.argv
-    print(json.dumps(bench_bif(quick=q), indent=1))
     print(json.dumps(bench_structural(quick=q), indent=1))
