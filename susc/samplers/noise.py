@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["tree_normal", "normal_bits"]
+__all__ = ["tree_normal", "normal_bits", "key_words"]
 
 _M1, _M2 = np.uint32(0x7FEB352D), np.uint32(0x846CA68B)
 _GOLDEN = np.uint32(0x9E3779B9)
@@ -42,7 +42,8 @@ def normal_bits(k0, k1, index):
     return _mix(_mix(index ^ k0) + k1)
 
 
-def _key_words(key):
+def key_words(key):
+    """The two uint32 words (k₀, k₁) of a threefry key (typed or raw)."""
     kd = key if not jax.dtypes.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key) \
         else jax.random.key_data(key)
     kd = jnp.asarray(kd, jnp.uint32).reshape(-1)
@@ -69,7 +70,7 @@ def tree_normal(key, tree):
     """Independent standard normals shaped like ``tree``: leaf ℓ uses the counters after those of
     the leaves before it, so every coordinate of the flattened position gets its own counter."""
     leaves, treedef = jax.tree_util.tree_flatten(tree)
-    k0, k1 = _key_words(key)
+    k0, k1 = key_words(key)
     out, offset = [], 0
     for x in leaves:
         out.append(_normal(k0, k1, offset, jnp.shape(x), jnp.result_type(x)))
