@@ -120,11 +120,8 @@ def _run_fresh(case_npz: Path, cache_dir: Path, out: Path) -> dict:
 
 def devinterp2_python() -> str | None:
     """Path of a python that imports torch and devinterp 2's ``bif``, or None."""
-    cand = os.environ.get("SUSC_BENCH2_PYTHON") or str(ROOT / ".venv-bench2" / "bin" / "python")
-    if not Path(cand).exists():
-        return None
-    ok = subprocess.run([cand, "-c", "import torch; from devinterp.slt.bif import bif"], capture_output=True)
-    return cand if ok.returncode == 0 else None
+    from run import venv_python
+    return venv_python("SUSC_BENCH2_PYTHON", ".venv-bench2", "import torch; from devinterp.slt.bif import bif")
 
 
 def _run_devinterp(py: str, case_npz: Path, tmp: Path) -> tuple[dict, np.ndarray, np.ndarray]:

@@ -110,12 +110,8 @@ def now_iso() -> str:
 
 
 def _json_default(x):
-    import numpy as np
-    if isinstance(x, (np.integer, np.floating, np.bool_)):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return str(x)
+    from susc.artifacts import json_default   # imported late: the driver sets JAX flags first
+    return json_default(x)
 
 
 def is_oom(err: BaseException) -> bool:

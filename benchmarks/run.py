@@ -48,13 +48,18 @@ CONVENTIONS = ("nβ = n/ln n = 144.76 (n = 1000, full batch; devinterp's default
                "no burn-in (so none is included), mean ± std over chains (ddof=1); float32 on both sides.")
 
 
-def devinterp_python() -> str | None:
-    """Path of a python that imports devinterp and torch, or None."""
-    cand = os.environ.get("SUSC_BENCH_PYTHON") or str(ROOT / ".venv-bench" / "bin" / "python")
+def venv_python(env_var: str, venv: str, probe: str) -> str | None:
+    """``$env_var`` or ``venv/bin/python`` if it exists and runs ``probe`` (an import line), else None."""
+    cand = os.environ.get(env_var) or str(ROOT / venv / "bin" / "python")
     if not Path(cand).exists():
         return None
-    ok = subprocess.run([cand, "-c", "import torch, devinterp"], capture_output=True)
+    ok = subprocess.run([cand, "-c", probe], capture_output=True)
     return cand if ok.returncode == 0 else None
+
+
+def devinterp_python() -> str | None:
+    """Path of a python that imports devinterp (1.3.2) and torch, or None."""
+    return venv_python("SUSC_BENCH_PYTHON", ".venv-bench", "import torch, devinterp")
 
 
 def devinterp_plan(cases: list[dict], mode: str, quick: bool) -> list[dict]:

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["save_params", "load_params", "load_or_compute", "provenance", "sha256_file",
+__all__ = ["json_default", "save_params", "load_params", "load_or_compute", "provenance", "sha256_file",
            "ChecksumError", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
@@ -42,6 +42,15 @@ def _paths(path) -> tuple[Path, Path]:
     if base.suffix in (".npz", ".json"):
         base = base.with_suffix("")
     return base.with_name(base.name + ".npz"), base.with_name(base.name + ".json")
+
+
+def json_default(x):
+    """``json.dumps(..., default=json_default)``: NumPy scalars and arrays as Python numbers and lists."""
+    if isinstance(x, (np.integer, np.floating, np.bool_)):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return str(x)
 
 
 def sha256_file(path) -> str:

@@ -112,11 +112,8 @@ def save_results(out: Path, arrays: dict, record: dict) -> dict:
 
 
 def _json_default(x):
-    if isinstance(x, (np.integer, np.floating, np.bool_)):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return str(x)
+    from ..artifacts import json_default   # local: `python -m susc list` must not import JAX
+    return json_default(x)
 
 
 def load_results(name: str, profile: str, root=None, *, verify: bool = True) -> Results | None:
