@@ -10,6 +10,7 @@ Output: one JSON line.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import runpy
 import sys
@@ -67,7 +68,7 @@ def compiles(script: str):
     counts = _counter()
     t0 = time.perf_counter()
     runpy.run_path(script, run_name="__main__")
-    top = sorted(counts.pop("by_function").items(), key=lambda kv: -kv[1])[:int(__import__("os").environ.get("TOP", 8))]
+    top = sorted(counts.pop("by_function").items(), key=lambda kv: -kv[1])[:int(os.environ.get("TOP", 8))]
     return {"script": script, "wall_s": round(time.perf_counter() - t0, 1), **counts,
             "compile_s": round(counts["compile_s"], 1), "top_lowered": dict(top)}
 

@@ -92,3 +92,15 @@ def test_nbval_fails_on_a_failing_myst_notebook(tmp_path):
     # Without the nbval flag the shim stays off: the folder yields no tests (pytest exit code 5).
     off = _nbval(tmp_path, FAILING, target=".")
     assert off.returncode == 5, off.stdout[-2000:]
+
+
+def test_chapter_code_cells_fit_the_page():
+    """Code cells are read on a page: no line over 88 columns (they would scroll sideways)."""
+    import glob
+    import re
+
+    pat = re.compile(r"```\{code-cell\}[^\n]*\n(.*?)```", re.S)
+    long = [(f, line) for f in sorted(glob.glob(os.path.join(ROOT, "book", "*.md")))
+            for cell in pat.findall(open(f, encoding="utf-8").read())
+            for line in cell.splitlines() if len(line) > 88]
+    assert not long, f"{len(long)} code lines over 88 columns, first: {long[:3]}"

@@ -53,9 +53,7 @@ def fingerprint(settings: dict, *, key, arrays: dict, functions: dict) -> str:
 
 
 def _to_host(tree):
-    return [np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(getattr(x, "dtype", None),
-                                                                        jax.dtypes.prng_key) else x)
-            for x in jax.tree_util.tree_leaves(tree)]
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]   # RunState keys are raw words
 
 
 class CheckpointStore:
@@ -92,7 +90,7 @@ class CheckpointStore:
     def load(self, template):
         """(draws_done, state, [draws of each block]) of the newest block, or None if none landed.
 
-        ``template`` is a PyTree with the structure (and key leaves) of the state."""
+        ``template`` is a PyTree with the structure of the state."""
         if self.folder.exists():
             for d in self.folder.iterdir():          # leftovers of a crash mid-block
                 if d.is_dir() and ".tmp" in d.name:
@@ -114,10 +112,7 @@ class CheckpointStore:
         done, last = blocks[-1]
         with np.load(last / "state.npz") as z:
             leaves = [z[f"l{i}"] for i in range(len(z.files))]
-        tleaves, treedef = jax.tree_util.tree_flatten(template)
-        leaves = [jax.random.wrap_key_data(x) if jax.dtypes.issubdtype(getattr(t, "dtype", None),
-                                                                        jax.dtypes.prng_key) else x
-                  for x, t in zip(leaves, tleaves)]
+        treedef = jax.tree_util.tree_structure(template)
         draws = []
         for _, d in blocks:
             with np.load(d / "draws.npz") as z:

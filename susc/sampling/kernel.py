@@ -124,10 +124,17 @@ def _values(spec: KernelSpec, ctx: Context, cs: ChainState):
     return loss, obs
 
 
+def _batch_key(ctx: Context, ck, step):
+    """The key of step ``step``'s minibatch; None (nothing traced or lowered) when full batch."""
+    if ctx.posterior.batch_size is None:
+        return None
+    return jax.random.fold_in(jax.random.fold_in(ck, step), 1)
+
+
 def _step(spec: KernelSpec, ctx: Context, cs: ChainState, ck, mask):
     k = jax.random.fold_in(ck, cs.step)
     pos, aux = spec.step_fn(jax.random.fold_in(k, 0), cs.position, cs.aux, cs.grads, mask, ctx.hp)
-    kb = jax.random.fold_in(jax.random.fold_in(ck, cs.step + 1), 1)
+    kb = _batch_key(ctx, ck, cs.step + 1)
     loss, grads = ctx.posterior.value_and_grads(pos, kb, ctx.rest, _center(ctx))
     return cs._replace(position=pos, aux=aux, loss=loss, grads=grads, step=cs.step + 1)
 
@@ -151,7 +158,7 @@ def _init(spec: KernelSpec, key, ctx: Context, num_chains: int, num_draws):
     cks = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(num_chains))
 
     def one(ck):
-        kb = jax.random.fold_in(jax.random.fold_in(ck, 0), 1)
+        kb = _batch_key(ctx, ck, 0)
         loss, grads = ctx.posterior.value_and_grads(ctx.params, kb, ctx.rest, _center(ctx))
         return ChainState(ctx.params, spec.init_fn(ctx.params, ctx.hp), loss, grads,
                           jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32))
@@ -161,7 +168,7 @@ def _init(spec: KernelSpec, key, ctx: Context, num_chains: int, num_draws):
     lead = (num_chains,) if K is None else (K, num_chains)
     if K is not None:
         cs = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (K, *x.shape)), cs)
-    loss_s, obs_s = jax.eval_shape(lambda c: _values(spec, ctx, c), one(cks[0]))
+    loss_s, obs_s = jax.eval_shape(lambda ck: _values(spec, ctx, one(ck)), cks[0])   # abstract
     shapes = dict(obs_s, loss=loss_s)
     dt = ctx.posterior.nbeta.dtype
     accs = {}
@@ -239,7 +246,7 @@ class Kernel:
         Leaves the mask freezes entirely (in every component) are split out of the sampled position."""
         dt = posterior.nbeta.dtype
         params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dt), params)
-        moving = moving_leaves(params, mask, stacked)
+        moving = moving_leaves(params, mask)
         dyn, rest = partition(params, moving)
         m = None
         if mask is not None:

@@ -18,7 +18,7 @@ __all__ = ["moving_leaves", "partition", "combine"]
 _is_none = lambda x: x is None  # noqa: E731
 
 
-def moving_leaves(params, mask, stacked: bool) -> tuple[bool, ...]:
+def moving_leaves(params, mask) -> tuple[bool, ...]:
     """One flag per leaf of ``params``: does any coordinate of it move (in any component)?"""
     n = len(jax.tree_util.tree_leaves(params))
     if mask is None:

@@ -24,7 +24,7 @@ from .checkpoint import CheckpointStore, fingerprint
 from .kernel import Kernel, RunState, build_kernel
 from .observables import check_observables, normalize
 from .partition import combine
-from .posterior import Posterior, float_dtype
+from .posterior import Posterior
 from .result import SampleResult, StackedResult
 from .validate import check_mask, check_run, num_components
 from ..samplers.base import SamplingAlgorithm
@@ -150,7 +150,7 @@ def sample(key, loss_fn, params, data, *, sampler: SamplingAlgorithm, nbeta: flo
         check_mask(params, jax.tree_util.tree_map(lambda m: m[0], masks), "masks")
     post = Posterior.build(loss_fn, params, data, nbeta=nbeta, gamma=gamma, weights=weights,
                            perturbation=perturbation, center=center, batch_size=batch_size)
-    dt = float_dtype(params)
+    dt = post.nbeta.dtype
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dt), params)
     check_observables(obs, params)
     num_batches = int(min(max(int(num_batches), 1), num_draws))
