@@ -71,11 +71,12 @@ def test_resume_after_interruption_gives_identical_arrays(cli_run, tmp_path, mon
         if done == SMALL["checkpoint_every"]:
             raise Stop
 
-    monkeypatch.setattr(susc, "sample", functools.partial(susc.sample, on_block=stop))
+    import susc.estimators.structural as S   # the sampler the experiment reaches
+    monkeypatch.setattr(S, "sample", functools.partial(susc.sample, on_block=stop))
     with pytest.raises(Stop):
         experiments.run("transformer-susceptibility", "tiny", root=tmp_path, progress=False, **SMALL)
     work = experiments.results_dir("transformer-susceptibility", "tiny", tmp_path) / "work"
-    blocks = list((work / "sample_restricted").glob("block-*"))
+    blocks = list((work / "samples" / "restricted").glob("block-*"))
     assert (work / "model.npz").exists() and len(blocks) == 1 and (blocks[0] / "meta.json").exists()
     monkeypatch.undo()
     resumed = experiments.run("transformer-susceptibility", "tiny", root=tmp_path, progress=False, **SMALL)

@@ -29,6 +29,7 @@ draws and streaming runs (``store_draws=False``) give the same numbers.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -201,7 +202,7 @@ def structural_susceptibilities(key, loss_fn: Callable, params, data, probe_loss
                                 names: Sequence[str] | None = None, sampler, nbeta: float, gamma: float = 0.0,
                                 num_chains: int = 4, num_draws: int = 200, batch_size: int | None = None,
                                 centering: str = "full", num_batches: int = 8, store_draws: bool = True,
-                                probe_data=None, probe_chunk: int | None = None,
+                                probe_data=None, probe_chunk: int | None = None, checkpoint_dir=None,
                                 **sample_kwargs) -> StructuralResult:
     """Per-token structural susceptibilities of K components in one vectorized run (+ one full run).
 
@@ -219,6 +220,8 @@ def structural_susceptibilities(key, loss_fn: Callable, params, data, probe_loss
         names: K component labels. centering: "full" (default, Baker et al. C.4) or "restricted".
         store_draws: False streams per-(chain, batch) moments instead of keeping the probe draws
             (memory independent of num_draws; same estimate).
+        checkpoint_dir: resumable runs: the restricted run checkpoints into ``checkpoint_dir/restricted``
+            and the full run into ``checkpoint_dir/full`` (with ``checkpoint_every=`` in sample_kwargs).
         sampler, nbeta, gamma, num_chains, num_draws, batch_size, **sample_kwargs: as `susc.sample`.
 
     Returns:
@@ -239,10 +242,12 @@ def structural_susceptibilities(key, loss_fn: Callable, params, data, probe_loss
                            else observable(probe_losses_fn, probe_data, chunk_size=probe_chunk)},
               store_draws=store_draws, accumulate=None if store_draws else [("loss", "probe")],
               **sample_kwargs)
-    restricted = sample(key, loss_fn, params, data, masks=masks, **kw)
+    ckpt = (lambda _: None) if checkpoint_dir is None else (lambda run: Path(checkpoint_dir) / run)  # noqa: E731
+    restricted = sample(key, loss_fn, params, data, masks=masks, checkpoint_dir=ckpt("restricted"), **kw)
     full = None
     if centering == "full":
-        full = sample(jax.random.fold_in(key, _FULL_SALT), loss_fn, params, data, **kw)
+        full = sample(jax.random.fold_in(key, _FULL_SALT), loss_fn, params, data,
+                      checkpoint_dir=ckpt("full"), **kw)
     return structural_from_results(restricted, full, probe="probe", centering=centering, names=names,
                                    num_batches=num_batches)
 

@@ -8,7 +8,7 @@ shipped ``data/checkpoints/<name>`` when its ``train_settings`` equal the config
 `head_susceptibilities` samples p(w) ∝ exp{−nβ L_n(w) − (γ/2)‖w − w*‖²} by SGLD twice — all heads'
 restricted chains in ONE vectorized `susc.sample(..., masks=...)` run, plus one unrestricted run —
 streaming χ^C_xy = −Cov[φ_C, ℓ_xy − L] (no stored draws), then standardizes per layer (negative ⇒
-the head expresses the token) and runs PCA per layer. The samplers resume from ``work_dir/sample_*``.
+the head expresses the token) and runs PCA per layer. The samplers resume from ``work_dir/samples/{restricted,full}``.
 """
 from __future__ import annotations
 
@@ -138,34 +138,30 @@ def head_susceptibilities(key, cfg, params, mcfg: TransformerConfig, data, probe
 
     ``cfg`` supplies the SGLD settings (step_size, nbeta, gamma, num_chains, num_draws, sample_batch,
     num_batches, checkpoint_every); ``key`` drives the restricted run, ``fold_in(key, 0x5EED)`` the
-    full one. Finished runs delete their resume state ``work_dir/sample_*``.
+    full one (`susc.structural_susceptibilities`). Finished runs delete their resume state
+    ``work_dir/samples``.
     """
-    from .. import observable, sample, sgld
-    from ..estimators.structural import pca, structural_from_results
+    from .. import sgld
+    from ..estimators.structural import pca, structural_susceptibilities
     work_dir = Path(work_dir)
     names, masks = component_masks(params, mcfg, embed=False, unembed=False)   # heads only
     loss_fn = make_loss_fn(mcfg)
-    kw = dict(sampler=sgld(cfg.step_size), nbeta=cfg.nbeta, gamma=cfg.gamma, num_chains=cfg.num_chains,
-              num_draws=cfg.num_draws, batch_size=cfg.sample_batch, num_batches=cfg.num_batches,
-              observables={"probe": observable(loss_fn, {"tokens": jnp.asarray(probe_tokens)},
-                                               chunk_size=probe_chunk)},   # [m, T] probe losses
-              store_draws=False, accumulate=[("loss", "probe")],            # streaming: memory ∝ tokens
-              checkpoint_every=cfg.checkpoint_every, progress=progress)
-    t1 = time.perf_counter()
-    restricted = sample(key, loss_fn, params, data, masks=masks,
-                        checkpoint_dir=work_dir / "sample_restricted", **kw)
-    t2 = time.perf_counter()
-    full = sample(jax.random.fold_in(key, 0x5EED), loss_fn, params, data,
-                  checkpoint_dir=work_dir / "sample_full", **kw)
-    t3 = time.perf_counter()
-    for d in ("sample_restricted", "sample_full"):   # finished: the resume state is no longer needed
-        shutil.rmtree(work_dir / d, ignore_errors=True)
-    chi = structural_from_results(restricted, full, names=names, num_batches=cfg.num_batches)
+    t0 = time.perf_counter()
+    chi = structural_susceptibilities(                                # streaming: memory ∝ tokens
+        key, loss_fn, params, data, loss_fn, masks, names=names, sampler=sgld(cfg.step_size),
+        nbeta=cfg.nbeta, gamma=cfg.gamma, num_chains=cfg.num_chains, num_draws=cfg.num_draws,
+        batch_size=cfg.sample_batch, num_batches=cfg.num_batches, store_draws=False,
+        probe_data={"tokens": jnp.asarray(probe_tokens)}, probe_chunk=probe_chunk,   # [m, T] losses
+        checkpoint_dir=work_dir / "samples", checkpoint_every=cfg.checkpoint_every, progress=progress)
+    wall = time.perf_counter() - t0
+    shutil.rmtree(work_dir / "samples", ignore_errors=True)   # finished: the resume state is not needed
+    restricted, full = chi.restricted, chi.full
     Z = per_layer_standardize(chi.matrix, mcfg.n_layers)                   # [N, K], negative ⇒ expresses
     H = mcfg.n_heads
     pcs = [pca(Z[:, l * H:(l + 1) * H], min(3, H)) for l in range(mcfg.n_layers)]
     return HeadSusceptibilities(names, chi, Z, pcs, restricted, full,
-                                {"restricted_s": t2 - t1, "full_s": t3 - t2})
+                                {"restricted_s": restricted.wall_time, "full_s": full.wall_time,
+                                 "sampling_s": wall})
 
 
 def chi_arrays(h: HeadSusceptibilities) -> dict:

@@ -18,7 +18,7 @@ Posterior: p(w) ∝ exp{−nβ L_n(w) − (γ/2)‖w − w*‖²} with w* the tr
 w ← w − (ε/2)[nβ∇L_B + γ(w − w*)] + √ε ξ (blackjax's step size h = ε/2). The trained model is the
 shipped ``data/checkpoints/corpus-<model>`` when its training settings match the config, else a
 checkpoint trained once in the experiment's ``work/`` folder; the samplers resume from
-``work/sample_*`` (training, shipping, loading and sampling: `susc.experiments.common`).
+``work/samples/`` (training, shipping, loading and sampling: `susc.experiments.common`).
 """
 from __future__ import annotations
 

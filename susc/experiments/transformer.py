@@ -16,7 +16,7 @@ r"""Transformer experiments on the synthetic language with planted patterns (iss
 Posterior: p(w) ∝ exp{−nβ L_n(w) − (γ/2)‖w − w*‖²} with w* the trained model, sampled by SGLD
 w ← w − (ε/2)[nβ∇L_B + γ(w − w*)] + √ε ξ. Both experiments reuse a trained model: the shipped
 checkpoint ``data/checkpoints/synthetic-<model>`` when its training settings match the config,
-else one trained once in the experiment's ``work/`` folder; the samplers resume from ``work/sample_*``
+else one trained once in the experiment's ``work/`` folder; the samplers resume from ``work/samples/``
 (training, shipping, loading and sampling: `susc.experiments.common`).
 """
 from __future__ import annotations
