@@ -137,3 +137,11 @@ def test_masked_chain_moves_only_its_head():
             assert np.all(np.abs(d[:, head]).reshape(d.shape[0], -1).max(axis=1) > 0), name  # each chain moved it
         else:
             assert np.all(d == 0), name
+
+
+def test_results_display_path_is_repository_relative(tmp_path):
+    """The book prints `display_path`: no absolute path of the build machine inside the repo."""
+    inside = experiments.Results({}, {}, experiments.results_dir("x", "tiny"))
+    assert inside.display_path == "data/results/x/tiny"
+    outside = experiments.Results({}, {}, tmp_path / "x")
+    assert outside.display_path == str(tmp_path / "x")

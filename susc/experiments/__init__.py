@@ -60,6 +60,15 @@ class Results(NamedTuple):
     def summary(self) -> dict:
         return self.record["summary"]
 
+    @property
+    def display_path(self) -> str:
+        """``path`` relative to the repository root when it lies inside it, else ``path``: for
+        printing, so that the book shows no absolute paths of the machine that built it."""
+        try:
+            return str(Path(self.path).resolve().relative_to(DEFAULT_ROOT.parents[1]))
+        except ValueError:
+            return str(self.path)
+
 
 _EXPERIMENTS: dict[str, Experiment] = {}
 
