@@ -84,6 +84,7 @@ def register(name: str, config_name: str, description: str):
 def _load_modules():
     from . import transformer  # noqa: F401  (registers the transformer experiments)
     from . import corpus  # noqa: F401
+    from . import attribution  # noqa: F401
 
 
 def get(name: str) -> Experiment:

@@ -1,0 +1,151 @@
+"""Attribution harness (susc.attribution): known answers for the metrics, the retraining ground
+truth and the classical methods. Score sign: scores[i, j] = change of query j's loss from
+including training example i (positive = raises)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from susc import attribution as A
+from susc.data.digits import flip_labels, load_digits, split_digits
+from susc.models.classifier import (convnet_forward, convnet_loss, init_convnet, init_mlp,
+                                    mlp_forward, mlp_loss)
+
+def _ridge_problem(n=40, d=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)).astype(np.float32)
+    y = (X @ np.array([1.0, -2.0, 0.5]) + 0.3 * rng.standard_normal(n)).astype(np.float32)
+    return {"x": X, "y": y}
+
+def sq_loss(w, batch):
+    return 0.5 * (batch["x"] @ w["w"] - batch["y"]) ** 2
+
+def _ridge(data, rho, lam):
+    """argmin Σρℓ/Σρ + (λ/2)‖w‖² in closed form (float64)."""
+    X, y = np.float64(data["x"]), np.float64(data["y"])
+    r = np.asarray(rho, np.float64) / np.sum(rho)
+    return np.linalg.solve(X.T @ (r[:, None] * X) + lam * np.eye(X.shape[1]), X.T @ (r * y))
+
+def test_random_subsets_exact_size_and_errors():
+    s = A.random_subsets(50, 7, 0.3, seed=2)
+    assert s.shape == (7, 50) and s.dtype == bool and np.all(s.sum(1) == 15)
+    with pytest.raises(ValueError, match="fraction"):
+        A.random_subsets(50, 7, 1.0)
+    with pytest.raises(ValueError, match="num_subsets"):
+        A.random_subsets(50, 1)
+
+def test_lds_perfect_reversed_and_null():
+    rng = np.random.default_rng(0)
+    n, q, M = 60, 30, 200
+    tau = rng.standard_normal((n, q))
+    S = A.random_subsets(n, M, 0.5, seed=1)
+    realized = S @ tau + 5.0                      # a linear datamodel: LDS must be exactly 1
+    assert A.lds(tau, S, realized).value == pytest.approx(1.0)
+    assert A.lds(-tau, S, realized).value == pytest.approx(-1.0)
+    # Null: scores unrelated to the truth. Both predictions and truth are random linear functionals
+    # of the same subset indicators, so a query's correlation has sd ≈ sqrt(1/n + 1/M) (the 1/n from
+    # the random overlap of two n-vectors); the mean over q queries is within 4 SE of 0.
+    null = A.lds(rng.standard_normal((n, q)), S, realized)
+    assert abs(null.value) <= 4 * null.se
+    assert null.se == pytest.approx(np.sqrt((1 / n + 1 / M) / q), rel=0.4)
+    with pytest.raises(ValueError, match=r"\[M, q\]"):
+        A.lds(tau, S, realized[:, :5])
+
+def test_spearman_matches_scipy():
+    from scipy.stats import spearmanr
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((40, 3)), rng.standard_normal((40, 3))
+    a[:5, 0] = 1.0                                 # ties
+    ours = A.spearman_columns(a, b)
+    for j in range(3):
+        assert ours[j] == pytest.approx(spearmanr(a[:, j], b[:, j]).statistic)
+
+def test_detection_metrics_match_sklearn():
+    rng = np.random.default_rng(1)
+    pos = rng.random(200) < 0.1
+    score = rng.standard_normal(200) + 1.5 * pos
+    score[:10] = 0.25                              # ties
+    assert A.detection_auc(score, pos) == pytest.approx(roc_auc_score(pos, score))
+    assert A.precision_at_k(np.arange(10.0), np.arange(10) >= 7, 3) == 1.0
+    with pytest.raises(ValueError, match="both classes"):
+        A.detection_auc(score, np.zeros(200, bool))
+
+def test_retrain_reaches_the_weighted_ridge_optimum():
+    data = _ridge_problem()
+    rho = np.stack([np.ones(40), (np.arange(40) % 3 == 0).astype(float), np.linspace(0.1, 2, 40)])
+    w0 = {"w": jnp.zeros(3)}
+    W = A.retrain(sq_loss, w0, data, rho, steps=3000, learning_rate=0.05, weight_decay=0.1, chunk=2)
+    for m in range(3):
+        np.testing.assert_allclose(W["w"][m], _ridge(data, rho[m], 0.1), atol=2e-4)
+    with pytest.raises(ValueError, match=r"\[M, n\]"):
+        A.retrain(sq_loss, w0, data, np.ones((2, 39)), steps=5)
+    with pytest.raises(ValueError, match="positive total"):
+        A.retrain(sq_loss, w0, data, np.zeros((1, 40)), steps=5)
+
+def test_classical_influence_is_the_derivative_of_the_retrained_query_loss():
+    """On ridge regression the influence is exact to first order: d ℓ_j(w*(ρ))/dρ_i at ρ = 1
+    equals −q_jᵀ H⁻¹ g_i / n (H of the training objective). Checked against central finite
+    differences of the closed-form weighted optimum: a sign or a factor of n would fail."""
+    data, lam = _ridge_problem(), 0.1
+    query = _ridge_problem(n=5, seed=9)
+    w = {"w": jnp.asarray(_ridge(data, np.ones(40), lam), jnp.float32)}
+    G = A.per_example_grads(sq_loss, w, data)
+    Gq = A.per_example_grads(sq_loss, w, query)
+    eig = A.hessian_eigen(sq_loss, w, data, weight_decay=lam)
+    scores = A.classical_influence(G, Gq, eig, damping=0.0)
+    h = 1e-4
+    Xq, yq = np.float64(query["x"]), np.float64(query["y"])
+    fd = np.zeros((40, 5))
+    for i in range(40):
+        up, dn = np.ones(40), np.ones(40)
+        up[i] += h
+        dn[i] -= h
+        lu = 0.5 * (Xq @ _ridge(data, up, lam) - yq) ** 2
+        ld = 0.5 * (Xq @ _ridge(data, dn, lam) - yq) ** 2
+        fd[i] = (lu - ld) / (2 * h)
+    # The objective is normalized by Σρ (= n at ρ = 1): the derivative includes the −(1/n)·mean term,
+    # the same for every i; remove it from both sides (including-minus-average).
+    np.testing.assert_allclose(scores - scores.mean(0), fd - fd.mean(0), rtol=2e-3, atol=2e-5)
+
+def test_per_example_grads_and_hessian():
+    data = _ridge_problem()
+    w = {"w": jnp.array([0.3, -0.1, 0.2])}
+    G = A.per_example_grads(sq_loss, w, data)
+    X, y = np.float64(data["x"]), np.float64(data["y"])
+    np.testing.assert_allclose(G, (X @ np.float64(w["w"]) - y)[:, None] * X, rtol=1e-4, atol=1e-5)
+    eig = A.hessian_eigen(sq_loss, w, data, weight_decay=0.5)
+    H = eig.eigenvectors @ np.diag(eig.eigenvalues) @ eig.eigenvectors.T
+    np.testing.assert_allclose(H, X.T @ X / 40 + 0.5 * np.eye(3), rtol=1e-4)
+
+def test_projected_influence_full_rank_limit_and_similarity():
+    """With dim ≥ d and no damping the random projection cancels: −G (GᵀG/n)⁻¹ G_qᵀ / n."""
+    rng = np.random.default_rng(0)
+    G, Gq = rng.standard_normal((50, 4)), rng.standard_normal((6, 4))
+    want = -G @ np.linalg.solve(G.T @ G / 50, Gq.T) / 50
+    np.testing.assert_allclose(A.projected_influence(G, Gq, dim=4, damping=0.0), want, rtol=1e-8)
+    np.testing.assert_allclose(A.gradient_similarity(G, Gq, learning_rate=0.1), -0.1 * G @ Gq.T)
+    cos = A.gradient_similarity(G, Gq, normalize=True)
+    assert np.all(np.abs(cos) <= 1 + 1e-12)
+    np.testing.assert_allclose(A.self_influence(G), (G ** 2).sum(1))
+
+def test_bif_scores_units():
+    np.testing.assert_allclose(A.bif_scores(np.ones((3, 2)), nbeta=20.0, n=10), 2.0 * np.ones((3, 2)))
+
+def test_digits_data_and_models():
+    d = load_digits()
+    assert d["x"].shape == (1797, 8, 8, 1) and d["x"].max() == 1.0 and set(d["y"]) == set(range(10))
+    sp = split_digits(100, 20, seed=1)
+    assert not set(sp.train_index) & set(sp.query_index)
+    with pytest.raises(ValueError, match="n_train"):
+        split_digits(1700, 200)
+    y, flipped = flip_labels(sp.train["y"], 0.1, seed=0)
+    assert flipped.sum() == 10 and np.all(y[flipped] != sp.train["y"][flipped])
+    assert np.all(y[~flipped] == sp.train["y"][~flipped])
+    for init, fwd, loss in [(lambda k: init_mlp(k, 64, (16,), 10), mlp_forward, mlp_loss),
+                            (lambda k: init_convnet(k, (8, 8, 1), 4, 10), convnet_forward, convnet_loss)]:
+        p = init(jax.random.key(0))
+        logits = fwd(p, sp.train["x"])
+        assert logits.shape == (100, 10)
+        ref = -jax.nn.log_softmax(logits)[np.arange(100), sp.train["y"]]
+        np.testing.assert_allclose(loss(p, sp.train), ref, rtol=1e-5, atol=1e-6)
