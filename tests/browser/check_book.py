@@ -7,7 +7,10 @@ through ``chromedriver`` (selenium). For each page it asserts:
   an ``mjx-container``, no ``mjx-merror`` (TeX error) exists, and no raw ``$$``, ``\\(``, ``\\[``
   or ``\\begin{`` is left in the prose (code blocks excluded);
 * every ``<img>`` loaded (``naturalWidth > 0``);
-* the browser console has no SEVERE entries, and nothing was fetched from another host.
+* the browser console has no SEVERE entries, and nothing was fetched from another host;
+* the browser found what there is to check: a page whose served HTML has math elements or images
+  fails if the browser counted none of them (`content_problems`, unit-tested on saved HTML in
+  tests/test_browser_check.py, which needs no browser).
 
 It saves a full-page screenshot of the most math-heavy page to ``--screenshots``. Exit status 0
 when every page passes, 1 otherwise, 2 on a usage error. Install the browser with
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import functools
 import http.server
+from html.parser import HTMLParser
 import re
 import shutil
 import sys
@@ -76,6 +80,40 @@ const wait = (ms) => new Promise(r => setTimeout(r, ms));
 """
 
 
+class _ContentCounter(HTMLParser):
+    """Counts what the browser check looks at in served HTML: elements with class ``math`` (the
+    ``.math`` nodes Sphinx writes for inline and display math) and ``<img>`` tags."""
+
+    def __init__(self):
+        super().__init__()
+        self.math = self.images = 0
+
+    def handle_starttag(self, tag, attrs):
+        classes = (dict(attrs).get("class") or "").split()
+        self.math += "math" in classes
+        self.images += tag == "img"
+
+
+def static_counts(html: str) -> dict[str, int]:
+    """``{"math": n, "images": m}`` in the page's HTML as served, before any script runs."""
+    counter = _ContentCounter()
+    counter.feed(html)
+    counter.close()
+    return {"math": counter.math, "images": counter.images}
+
+
+def content_problems(html: str, info: dict) -> list[str]:
+    """A page passes only if the browser checked something: where the served HTML has math or
+    images and the browser counted none, nothing was typeset-checked or load-checked."""
+    expected = static_counts(html)
+    problems = []
+    for key, what in (("math", "math elements"), ("images", "images")):
+        if expected[key] and not info[key]:
+            problems.append(f"the browser counted 0 {what}, but the page's HTML has {expected[key]}: "
+                            "nothing was checked (page not loaded or not rendered?)")
+    return problems
+
+
 def find_pages(root: Path) -> list[Path]:
     """Content pages of a built book: every .html outside _static/_sources/_images, minus indices."""
     pages = []
@@ -116,7 +154,7 @@ def make_driver(user_dir: str):
 def check_page(driver, url: str, html: str) -> tuple[dict, list[str]]:
     driver.get(url)
     info = driver.execute_async_script(_PAGE_JS)
-    problems = []
+    problems = content_problems(html, info)
     if CDN.search(html):
         problems.append("MathJax <script> loads from a remote URL (expected _static/mathjax)")
     if info["math"]:
