@@ -149,3 +149,25 @@ def test_digits_data_and_models():
         assert logits.shape == (100, 10)
         ref = -jax.nn.log_softmax(logits)[np.arange(100), sp.train["y"]]
         np.testing.assert_allclose(loss(p, sp.train), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_attribution_experiment_tiny_path(tmp_path):
+    """The tiny path of `python -m susc run attribution-lds` end to end (CI runs it live; the
+    chapter shows the shipped small results): required arrays, shapes, and a record whose LDS
+    and AUC are recomputable from the arrays."""
+    from susc import experiments
+    sizes = dict(n_train=80, n_query=12, num_subsets=24, train_steps=200, num_draws=40,
+                 num_burnin=50, bif_grid=[[50.0, 10.0], [145.0, 10.0]], projection_dim=64, loo_count=6)
+    r = experiments.run("attribution-lds", "tiny", root=tmp_path, progress=False, **sizes)
+    a = r.arrays
+    assert a["subsets"].shape == (24, 80) and a["subsets"].dtype == bool
+    assert a["retrained_query_loss"].shape == (24, 12)
+    assert a["scores"].shape == (5, 80, 12) and list(a["method_names"])[0] == "bif"
+    assert a["flipped"].shape == (80,) and a["flipped"].sum() == 4
+    assert a["self_influence"].shape == (4, 80) and a["loo_effect"].shape == (6, 12)
+    for k, m in enumerate(a["method_names"]):
+        again = A.lds(a["scores"][k], a["subsets"], a["retrained_query_loss"], queries=a["query_eval"])
+        assert again.value == pytest.approx(r.summary["mlp"]["lds"][m][0], abs=1e-4)
+    for k, m in enumerate(a["noise_method_names"]):
+        assert A.detection_auc(a["self_influence"][k], a["flipped"]) == pytest.approx(
+            r.summary["mlp"]["noise_auc"][m], abs=1e-4)

@@ -26,7 +26,7 @@ import numpy as np
 from .. import attribution as A
 from ..config import register_config
 from ..data.digits import flip_labels, split_digits
-from ..estimators.influence import bif
+from ..estimators.influence import bif, influence_matrix
 from ..models.classifier import convnet_loss, init_convnet, init_mlp, mlp_loss
 from ..samplers import sgld
 from ..stats import rhat
@@ -39,14 +39,14 @@ NOISE_METHODS = ("bif", "influence", "grad_norm", "loss")
 
 
 @register_config("attribution-digits", tiny={},
-                 small={"n_train": 1000, "n_query": 100, "num_subsets": 200, "train_steps": 2000,
+                 small={"hidden": (32,), "n_train": 1000, "n_query": 100, "num_subsets": 200, "train_steps": 2000,
                         "loo_count": 100, "models": ("mlp", "convnet"), "num_draws": 1000})
 @dataclasses.dataclass(frozen=True)
 class AttributionConfig:
     """Sizes of the digits attribution experiment (class defaults = the ``tiny`` profile)."""
 
     models: tuple = ("mlp",)             # "mlp": 64-32-10 tanh; "convnet": conv3×3(8)-pool-dense
-    hidden: tuple = (32,)
+    hidden: tuple = (16,)
     channels: int = 8
     n_train: int = 300
     n_query: int = 40                    # first half tunes hyperparameters, second half is scored
@@ -85,8 +85,9 @@ def _first(stacked):
 
 
 def _bif_runs(cfg, loss_fn, w, train, query, lam_max, key):
-    """One BIF per (nβ, γ) of the grid: [grid, n, q] scores in β·BIF units and loss traces."""
-    out, traces, secs = [], [], []
+    """One BIF per (nβ, γ) of the grid: [grid, n, q] scores in β·BIF units, the same from the
+    first half of the chains (Monte-Carlo error at half the budget), and loss traces."""
+    out, half, traces, secs = [], [], [], []
     n = train["y"].shape[0]
     for nb, g in cfg.bif_grid:
         t = time.perf_counter()
@@ -94,10 +95,13 @@ def _bif_runs(cfg, loss_fn, w, train, query, lam_max, key):
         b = bif(key, loss_fn, w, train, query, sampler=sgld(eps), nbeta=nb, gamma=g,
                 num_chains=cfg.num_chains, num_draws=cfg.num_draws, num_burnin=cfg.num_burnin,
                 steps_per_draw=cfg.steps_per_draw, se=False, progress=False)
-        out.append(A.bif_scores(b.value, nbeta=nb, n=n))
-        traces.append(np.asarray(b.result.loss))
         secs.append(time.perf_counter() - t)
-    return np.stack(out), np.stack(traces), secs
+        out.append(A.bif_scores(b.value, nbeta=nb, n=n))
+        obs, c = b.result.observables, max(cfg.num_chains // 2, 1)
+        h = influence_matrix(obs["train_losses"][:c], obs["query_losses"][:c], se=False)
+        half.append(A.bif_scores(h.value, nbeta=nb, n=n))
+        traces.append(np.asarray(b.result.loss))
+    return np.stack(out), np.stack(half), np.stack(traces), secs
 
 
 def _choose(cands, subsets, realized, tune, evaluate):
@@ -142,7 +146,7 @@ def _one_model(cfg, name, work_dir):
     evaluate = ~tune
 
     key = jax.random.key(cfg.sample_seed)
-    bif_cands, traces, bif_secs = _bif_runs(cfg, loss_fn, w, sp.train, sp.query, lam_max, key)
+    bif_cands, bif_half, traces, bif_secs = _bif_runs(cfg, loss_fn, w, sp.train, sp.query, lam_max, key)
     t["bif_s"] = bif_secs
     t0 = time.perf_counter()
     if_cands = np.stack([A.classical_influence(G, Gq, eig, damping=d) for d in cfg.damping_grid])
@@ -173,7 +177,9 @@ def _one_model(cfg, name, work_dir):
               "scores": scores.astype(np.float32), "method_names": np.array(METHODS),
               "query_eval": evaluate, "lds_per_query": np.stack([r.per_query for r in res]),
               "lds": np.array([r.value for r in res]), "lds_se": np.array([r.se for r in res]),
-              "lds_tune_bif": np.array(tuned_bif), "lds_tune_influence": np.array(tuned_if),
+              "lds_tune_bif": np.array(tuned_bif),
+              "lds_bif_half_chains": np.array(A.lds(bif_half[kb], subsets, realized,
+                                                    queries=evaluate)[:2]), "lds_tune_influence": np.array(tuned_if),
               "lds_tune_projected": np.array(tuned_pr), "bif_grid": np.array(cfg.bif_grid),
               "damping_grid": np.array(cfg.damping_grid), "bif_loss_trace": traces[kb],
               "loo_effect": loo.astype(np.float32), "loo_corr": loo_corr,
