@@ -119,6 +119,11 @@ def test_deep_linear_network_teacher():
     assert _contract(toy) == 2000
     prod = np.linalg.multi_dot([np.asarray(W, np.float64) for W in reversed(toy.params)])
     assert prod.shape == (3, 6) and np.linalg.matrix_rank(prod, tol=1e-5) == r
+    # every layer has rank r and the point is balanced: W_{l+1}ᵀW_{l+1} = W_l W_lᵀ
+    Ws = [np.asarray(W, np.float64) for W in toy.params]
+    assert [np.linalg.matrix_rank(W, tol=1e-5) for W in Ws] == [r] * 3
+    for lo, hi in zip(Ws, Ws[1:]):
+        np.testing.assert_allclose(hi.T @ hi, lo @ lo.T, atol=1e-5)
     assert _Ln(toy) < 1e-10                                           # noise-free: the teacher fits exactly
     assert (toy.llc, toy.info["multiplicity"]) == T.dln_learning_coefficient(widths, r, return_multiplicity=True)
     noisy = T.deep_linear_network(jax.random.key(4), widths, true_rank=r, n=2000, noise_std=0.5)
@@ -146,3 +151,48 @@ def test_logistic_regression_mle_and_labels():
     p_true = 1 / (1 + np.exp(-X @ toy.info["w_true"]))
     assert abs(Y.mean() - p_true.mean()) <= K * np.sqrt(np.mean(p_true * (1 - p_true)) / len(Y))
     assert toy.llc == 1.5
+
+
+def _hessian_rank(loss_fn, params, data, tol=1e-6):
+    """Rank of the Hessian of L_n at params (flattened), relative tolerance tol."""
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
+    H = np.asarray(jax.hessian(lambda v: jnp.mean(loss_fn(unravel(v), data)))(flat), np.float64)
+    ev = np.abs(np.linalg.eigvalsh((H + H.T) / 2))
+    return int((ev > tol * ev.max()).sum())
+
+
+def test_deep_linear_network_stated_lambda_is_local_at_its_true_parameter():
+    """The local learning coefficient is at least half the Hessian rank of L_n at w*. At the old
+    teacher (W_1 of rank r, the other layers of full rank) the Hessian has rank 13 for widths
+    (4, 3, 5, 4), r = 1, so the local coefficient there is at least 6.5 > Aoyagi's λ = 6: the stated
+    λ was not the local one. At the toy's point (every layer of rank r) the bound is below λ."""
+    import jax.flatten_util  # noqa: F401
+
+    widths, r = [4, 3, 5, 4], 1
+    toy = T.deep_linear_network(jax.random.key(4), widths, true_rank=r, n=500)
+    assert toy.llc == 6.0
+    assert _hessian_rank(toy.loss_fn, toy.params, toy.data) / 2 <= toy.llc
+    # the old construction: the same product, W_1 of rank r, W_2 and W_3 of full rank
+    keys = jax.random.split(jax.random.key(9), 3)
+    W2 = np.asarray(jax.random.normal(keys[0], (5, 3)), np.float64)
+    W3 = np.asarray(jax.random.normal(keys[1], (4, 5)), np.float64)
+    u = np.asarray(jax.random.normal(keys[2], (3,)), np.float64)
+    W1 = np.outer(u, np.ones(4)) / 2
+    generic = [jnp.asarray(W, jnp.float32) for W in (W1, W2, W3)]
+    x = toy.data["x"]
+    y = x @ generic[0].T @ generic[1].T @ generic[2].T
+    assert _hessian_rank(toy.loss_fn, generic, {"x": x, "y": y}) / 2 == 6.5 > toy.llc
+
+
+@pytest.mark.slow
+def test_deep_linear_network_llc_matches_aoyagi():
+    """SGLD's λ̂ at the toy's true parameter agrees with Aoyagi's λ = 6 (as in chapter 7)."""
+    import dataclasses
+
+    import susc
+
+    toy = T.deep_linear_network(jax.random.key(3), [4, 3, 5, 4], true_rank=1, n=1000)
+    res = susc.sample(jax.random.key(4), *toy.args, sampler=susc.sgld(3e-4), nbeta=1000 / np.log(1000),
+                      gamma=1.0, num_chains=4, num_draws=4000, steps_per_draw=4, progress=False)
+    est = susc.llc(dataclasses.replace(res, loss=res.loss[:, 1000:]))
+    assert abs(est.mean - toy.llc) <= max(0.10 * toy.llc, K * est.se), (est.mean, est.se)

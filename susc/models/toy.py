@@ -170,21 +170,32 @@ def deep_linear_network(key, widths: Sequence[int], *, true_rank: int, n: int = 
                         noise_std: float = 0.0) -> Toy:
     """f(x) = W_L ⋯ W_1 x with W_l [H_l, H_{l−1}], widths = [H_0 (input), H_1, …, H_L (output)].
 
-    The teacher (= ``params``, the true parameter: the posterior is localized there) has product
-    rank ``true_rank`` (W_1 is a random rank-r matrix, the other layers Gaussian with 1/√fan_in
-    scale). x ~ N(0, I), y = f(x) + noise_std·N(0, I); ℓ = mean over outputs of (y − f(x))².
+    The teacher (= ``params``, the true parameter: the posterior is localized there) is a
+    product-balanced point at which *every* layer has rank ``true_rank``: with a random rank-r
+    product C = U S Vᵀ (Gaussian entries, 1/√H_0 scale), W_l = Q_l S^{1/L} Q_{l−1}ᵀ with Q_0 = V,
+    Q_L = U and random orthonormal H_l × r frames Q_l in between (so W_{l+1}ᵀW_{l+1} = W_l W_lᵀ).
+    These are the most singular points of the zero set {W_L⋯W_1 = C}, where the local learning
+    coefficient is Aoyagi's λ. (At other points of the same set the local coefficient is larger:
+    with W_1 of rank r and the other layers of full rank, widths (4, 3, 5, 4) and r = 1, the Hessian
+    of L_n alone has rank 13, so the local coefficient is at least 6.5 > λ = 6; tests/test_toy.py.)
+    x ~ N(0, I), y = f(x) + noise_std·N(0, I); ℓ = mean over outputs of (y − f(x))².
     λ and its multiplicity: `dln_learning_coefficient(widths, true_rank)`.
     """
     widths = [int(h) for h in widths]
     lam, mult = dln_learning_coefficient(widths, true_rank, return_multiplicity=True)
     keys = jax.random.split(key, len(widths) + 2)
-    Ws = []
-    for l in range(1, len(widths)):
-        W = jax.random.normal(keys[l], (widths[l], widths[l - 1])) / math.sqrt(widths[l - 1])
-        if l == 1:  # rank-r first layer ⇒ product rank r (generically)
-            U, _, Vt = jnp.linalg.svd(W, full_matrices=False)
-            W = U[:, :true_rank] @ Vt[:true_rank] if true_rank > 0 else jnp.zeros_like(W)
-        Ws.append(W)
+    L, r = len(widths) - 1, int(true_rank)
+    C = jax.random.normal(keys[1], (widths[-1], widths[0])) / math.sqrt(widths[0])
+    U, S, Vt = jnp.linalg.svd(C, full_matrices=False)
+    if r == 0:
+        Ws = [jnp.zeros((widths[l + 1], widths[l])) for l in range(L)]
+    else:
+        frames = [Vt[:r].T]
+        for l in range(1, L):
+            frames.append(jnp.linalg.qr(jax.random.normal(keys[l + 1], (widths[l], r)))[0])
+        frames.append(U[:, :r])
+        D = jnp.diag(S[:r] ** (1.0 / L))
+        Ws = [frames[l + 1] @ D @ frames[l].T for l in range(L)]
     x = jax.random.normal(keys[0], (n, widths[0]))
 
     def forward(ws, x):
