@@ -20,6 +20,8 @@ from jupyter_cache import get_cache
 from jupyter_cache.executors import load_executor
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "book" / "_ext"))
+import quiet_kernels  # noqa: E402  (drops ipykernel's "running over TCP without encryption")
 
 
 def toc_files(toc_path: Path) -> list[Path]:
@@ -43,6 +45,7 @@ def is_notebook(path: Path) -> bool:
 
 
 def main(profile: str) -> int:
+    quiet_kernels.install(ROOT / "_build")
     cache = get_cache(str(ROOT / "_build" / f".jupyter_cache_{profile}"))
     notebooks = [p for p in toc_files(ROOT / "_toc.yml") if is_notebook(p)]
     for nb in notebooks:
