@@ -171,3 +171,45 @@ def test_attribution_experiment_tiny_path(tmp_path):
     for k, m in enumerate(a["noise_method_names"]):
         assert A.detection_auc(a["self_influence"][k], a["flipped"]) == pytest.approx(
             r.summary["mlp"]["noise_auc"][m], abs=1e-4)
+
+
+def test_token_influence_queries_and_ranks():
+    """query_sets finds induction targets and the loss position that predicted the copied token;
+    earlier_rank is 0 when that entry is the column's most negative, and excludes the query."""
+    from susc.experiments.token_influence import earlier_rank, query_sets
+    # BOS a b c a [b]: target index t=4 predicts tokens[5] = b, copied from tokens[2] (source 2).
+    tokens = np.array([[0, 20, 21, 22, 20, 21]])
+    labels = np.array([[0, 0, 0, 0, 1]])
+    source = np.array([[-1, -1, -1, -1, 2]])
+    ind, rep = query_sets(tokens, labels, source)
+    assert ind.tolist() == [[0, 4, 1]]
+    assert rep.tolist() == [[0, 3, 0]]     # target a at t=3 repeats tokens[1], after BOS not c
+    # A repeated token without the induction context: BIOS a b c d [b] (preceded by d, not a).
+    ind2, rep2 = query_sets(np.array([[0, 20, 21, 22, 23, 21]]), np.zeros((1, 5), int),
+                            -np.ones((1, 5), int))
+    assert ind2.shape == (0, 3) and rep2.tolist() == [[0, 4, 1]]
+    B = np.zeros((1, 1, 5, 5))
+    B[0, 0, :, 4] = [0.0, -2.0, -1.0, 0.5, -9.0]     # the query's own entry (-9) is excluded
+    assert earlier_rank(B, ind)[0] == 0.0
+    B[0, 0, 2, 4] = -3.0
+    assert earlier_rank(B, ind)[0] == pytest.approx(1 / 4)
+
+
+def test_token_influence_experiment_tiny_path(tmp_path):
+    """`python -m susc run token-influence` end to end at reduced size (the chapter shows the
+    shipped tiny results): arrays, and ranks recomputable from the shipped matrix."""
+    from susc import experiments
+    from susc.experiments.token_influence import earlier_rank
+    r = experiments.run("token-influence", "tiny", root=tmp_path, progress=False, probe_sequences=3,
+                        num_draws=16, num_burnin=8, cg_maxiter=3, hessian_sequences=8)
+    a = r.arrays
+    P, T = a["probe_labels"].shape
+    assert P == 3 and a["bif_within"].shape == (3, T, T)
+    assert a["rank_bif"].shape == (a["induction_queries"].shape[0],)
+    assert np.all((a["rank_bif"] >= 0) & (a["rank_bif"] < 1))
+    assert r.summary["num_candidates"] == P * T - 1
+    # Within-sequence ranks bound the all-token ranks from below in count: recompute the rank of
+    # the first query restricted to its own sequence from bif_within.
+    p, t, te = a["induction_queries"][0]
+    W = a["bif_within"][p][None, None]
+    assert 0 <= earlier_rank(W, [(0, t, te)])[0] < 1

@@ -85,6 +85,7 @@ def _load_modules():
     from . import transformer  # noqa: F401  (registers the transformer experiments)
     from . import corpus  # noqa: F401
     from . import attribution  # noqa: F401
+    from . import token_influence  # noqa: F401
 
 
 def get(name: str) -> Experiment:
