@@ -39,28 +39,40 @@ def _check(weights, n):
     return w
 
 
-@partial(jax.jit, static_argnames=("loss_fn", "steps", "chunk"))
-def _retrain(loss_fn, params, data, weights, lr, wd, *, steps, chunk):
+@partial(jax.jit, static_argnames=("loss_fn", "steps", "chunk", "batch_size"))
+def _retrain(loss_fn, params, data, weights, keys, lr, wd, *, steps, chunk, batch_size):
     opt = optax.adam(optax.cosine_decay_schedule(1.0, steps))
+    n = weights.shape[1]
 
-    def objective(p, rho):
+    def objective(p, rho, batch):
         reg = sum(jnp.vdot(x, x) for x in jax.tree_util.tree_leaves(p))
-        return jnp.sum(rho * loss_fn(p, data)) / jnp.sum(rho) + 0.5 * wd * reg
+        return jnp.sum(rho * loss_fn(p, batch)) / jnp.sum(rho) + 0.5 * wd * reg
 
-    def one(rho):
-        def step(carry, _):
+    def one(args):
+        rho, key = args
+
+        def step(carry, k):
             p, s = carry
-            g = jax.grad(objective)(p, rho)
+            if batch_size is None:
+                g = jax.grad(objective)(p, rho, data)
+            else:
+                # Minibatch noise: rows drawn with probability ∝ ρ (the subset's examples),
+                # so the gradient is an unbiased estimate of the weighted objective's.
+                idx = jax.random.choice(k, n, (batch_size,), p=rho / jnp.sum(rho))
+                batch = jax.tree_util.tree_map(lambda a: a[idx], data)
+                g = jax.grad(objective)(p, jnp.ones(batch_size), batch)
             u, s = opt.update(g, s, p)
             u = jax.tree_util.tree_map(lambda x: lr * x, u)
             return (optax.apply_updates(p, u), s), None
-        (p, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
+        ks = jax.random.split(key, steps)
+        (p, _), _ = jax.lax.scan(step, (params, opt.init(params)), ks)
         return p
-    return jax.lax.map(one, weights, batch_size=chunk)
+    return jax.lax.map(one, (weights, keys), batch_size=chunk)
 
 
 def retrain(loss_fn: Callable, params, data, weights, *, steps: int, learning_rate: float = 1e-2,
-            weight_decay: float = 0.0, chunk: int = 32):
+            weight_decay: float = 0.0, chunk: int = 32, batch_size: int | None = None,
+            key: jax.Array | None = None):
     """Train one model per row of ``weights`` [M, n] from ``params``; returns params stacked [M, ...].
 
     Args:
@@ -71,14 +83,22 @@ def retrain(loss_fn: Callable, params, data, weights, *, steps: int, learning_ra
         steps: full-batch Adam steps; the step size decays from ``learning_rate`` to 0 (cosine).
         weight_decay: λ of the L2 term (λ/2)‖w‖², which makes the retrained optimum well defined.
         chunk: models trained side by side (memory ∝ chunk · n).
+        batch_size, key: minibatch training instead (rows drawn with probability ∝ ρ, with
+            replacement; model m uses ``fold_in(key, m)``): a referee with SGD noise, whose
+            realized losses vary between retrainings on the same subset.
     """
     n = int(jax.tree_util.tree_leaves(data)[0].shape[0])
     w = _check(weights, n)
     if int(steps) < 1:
         raise ValueError(f"`steps` must be >= 1; got {steps}")
     chunk = max(1, min(int(chunk), w.shape[0]))
-    return _retrain(loss_fn, params, data, jnp.asarray(w), jnp.float32(learning_rate),
-                    jnp.float32(weight_decay), steps=int(steps), chunk=chunk)
+    if batch_size is not None and key is None:
+        raise ValueError("minibatch retraining (`batch_size`) needs a PRNG `key`")
+    key = jax.random.key(0) if key is None else key
+    keys = jax.vmap(lambda m: jax.random.fold_in(key, m))(jnp.arange(w.shape[0]))
+    return _retrain(loss_fn, params, data, jnp.asarray(w), keys, jnp.float32(learning_rate),
+                    jnp.float32(weight_decay), steps=int(steps), chunk=chunk,
+                    batch_size=None if batch_size is None else int(batch_size))
 
 
 @partial(jax.jit, static_argnames=("loss_fn",))

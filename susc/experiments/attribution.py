@@ -52,6 +52,7 @@ class AttributionConfig:
     n_query: int = 40                    # first half tunes hyperparameters, second half is scored
     num_subsets: int = 100               # M retrained models for the LDS
     fraction: float = 0.5
+    other_fractions: tuple = (0.1, 0.25)   # further LDS referees: M subsets of each size
     loo_count: int = 0                   # leave-one-out retrains (the first loo_count examples)
     train_steps: int = 600
     learning_rate: float = 0.01
@@ -59,7 +60,7 @@ class AttributionConfig:
     data_seed: int = 0
     init_seed: int = 0
     subset_seed: int = 1
-    bif_grid: tuple = ((50.0, 10.0), (145.0, 10.0), (145.0, 30.0), (500.0, 30.0))   # (nβ, γ)
+    bif_grid: tuple = ((20.0, 10.0), (50.0, 10.0), (145.0, 10.0), (145.0, 30.0))   # (nβ, γ)
     step_scale: float = 0.2              # ε = step_scale / (nβ·λ_max(H) + γ)
     num_chains: int = 4
     num_draws: int = 200
@@ -133,6 +134,19 @@ def _one_model(cfg, name, work_dir):
             loo = full - A.query_losses(loss_fn, A.retrain(loss_fn, p0, sp.train, keep, **kw), sp.query)
         np.savez(cache, realized=realized, loo=loo)
     t["retrain_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    other = []
+    for k, f in enumerate(cfg.other_fractions):
+        sub_f = A.random_subsets(n, cfg.num_subsets, f, seed=cfg.subset_seed + 1 + k)
+        path = work_dir / f"retrain-{name}-fraction{k}.npz"
+        if path.exists():
+            with np.load(path) as z:
+                real_f = z["realized"]
+        else:
+            real_f = A.query_losses(loss_fn, A.retrain(loss_fn, p0, sp.train, sub_f, **kw), sp.query)
+            np.savez(path, realized=real_f)
+        other.append((sub_f, real_f))
+    t["retrain_other_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     G = A.per_example_grads(loss_fn, w, sp.train)
@@ -165,6 +179,14 @@ def _one_model(cfg, name, work_dir):
     kp, tuned_pr, lds_pr = _choose(pr_cands, subsets, realized, tune, evaluate)
     scores = np.stack([bif_cands[kb], if_cands[ki], pr_cands[kp], gd, gc])
     res = [lds_bif, lds_if, lds_pr] + [A.lds(s, subsets, realized, queries=evaluate) for s in (gd, gc)]
+    # LDS against the other referees, each method re-tuned on the tuning queries of that referee.
+    frac_lds = np.zeros((len(cfg.other_fractions), len(METHODS), 2))
+    frac_per = np.zeros((len(cfg.other_fractions), len(METHODS), int(evaluate.sum())))
+    for k, (sub_f, real_f) in enumerate(other):
+        picks = [_choose(c, sub_f, real_f, tune, evaluate)[2] for c in (bif_cands, if_cands, pr_cands)]
+        picks += [A.lds(s_, sub_f, real_f, queries=evaluate) for s_ in (gd, gc)]
+        frac_lds[k] = [[r.value, r.se] for r in picks]
+        frac_per[k] = [r.per_query for r in picks]
     loo_corr = np.full((len(METHODS), q), np.nan)
     if cfg.loo_count:
         for m in range(len(METHODS)):
@@ -183,10 +205,17 @@ def _one_model(cfg, name, work_dir):
               "lds_tune_projected": np.array(tuned_pr), "bif_grid": np.array(cfg.bif_grid),
               "damping_grid": np.array(cfg.damping_grid), "bif_loss_trace": traces[kb],
               "loo_effect": loo.astype(np.float32), "loo_corr": loo_corr,
+              "other_fractions": np.array(cfg.other_fractions), "fraction_lds": frac_lds,
+              "fraction_lds_per_query": frac_per,
+              "fraction_subsets": np.stack([o[0] for o in other]),
+              "fraction_retrained_query_loss": np.stack([o[1] for o in other]).astype(np.float32),
               "hessian_eigenvalues": eig.eigenvalues, "train_index": sp.train_index,
               "query_index": sp.query_index, "train_labels": sp.train["y"], "query_labels": sp.query["y"],
               "query_loss": np.asarray(loss_fn(w, sp.query))}
     summary = {"lds": {m: [round(r.value, 4), round(r.se, 4)] for m, r in zip(METHODS, res)},
+               "lds_by_fraction": {str(f): {m: [round(float(v), 4) for v in frac_lds[k, j]]
+                                            for j, m in enumerate(METHODS)}
+                                   for k, f in enumerate(cfg.other_fractions)},
                "bif_nbeta": nbeta, "bif_gamma": gamma,
                "bif_step": cfg.step_scale / (nbeta * lam_max + gamma),
                "bif_rhat_loss": float(np.asarray(rhat(traces[kb]))),
