@@ -213,3 +213,19 @@ def test_token_influence_experiment_tiny_path(tmp_path):
     p, t, te = a["induction_queries"][0]
     W = a["bif_within"][p][None, None]
     assert 0 <= earlier_rank(W, [(0, t, te)])[0] < 1
+
+
+def test_minibatch_retrain_is_noisy_but_unbiased():
+    """retrain(batch_size=, key=): rows drawn ∝ ρ. On ridge regression with a decaying step the
+    models land near the weighted optimum, differ between keys, and need a key."""
+    data = _ridge_problem()
+    rho = np.stack([np.ones(40), (np.arange(40) < 20).astype(float)])
+    w0 = {"w": jnp.zeros(3)}
+    kw = dict(steps=3000, learning_rate=0.05, weight_decay=0.1, batch_size=8)
+    W1 = A.retrain(sq_loss, w0, data, rho, key=jax.random.key(1), **kw)
+    W2 = A.retrain(sq_loss, w0, data, rho, key=jax.random.key(2), **kw)
+    for m in range(2):
+        np.testing.assert_allclose(W1["w"][m], _ridge(data, rho[m], 0.1), atol=0.05)
+    assert not np.allclose(W1["w"], W2["w"])
+    with pytest.raises(ValueError, match="key"):
+        A.retrain(sq_loss, w0, data, rho, steps=5, batch_size=8)
