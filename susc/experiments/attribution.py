@@ -112,7 +112,8 @@ def _choose(cands, subsets, realized, tune, evaluate):
     return k, tuned, A.lds(cands[k], subsets, realized, queries=evaluate)
 
 
-def _one_model(cfg, name, work_dir):
+def _one_model(cfg, name, work_dir, primary=True):
+    """LDS of every method for one model; LOO and the other referees only for the ``primary``."""
     sp = split_digits(cfg.n_train, cfg.n_query, seed=cfg.data_seed)
     loss_fn, p0 = _model(cfg, name, jax.random.key(cfg.init_seed))
     kw = dict(steps=cfg.train_steps, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -128,7 +129,7 @@ def _one_model(cfg, name, work_dir):
     else:
         realized = A.query_losses(loss_fn, A.retrain(loss_fn, p0, sp.train, subsets, **kw), sp.query)
         loo = np.zeros((0, q))
-        if cfg.loo_count:
+        if cfg.loo_count and primary:
             keep = ~np.eye(cfg.loo_count, n, dtype=bool)
             full = A.query_losses(loss_fn, jax.tree_util.tree_map(lambda x: x[None], w), sp.query)
             loo = full - A.query_losses(loss_fn, A.retrain(loss_fn, p0, sp.train, keep, **kw), sp.query)
@@ -136,7 +137,7 @@ def _one_model(cfg, name, work_dir):
     t["retrain_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     other = []
-    for k, f in enumerate(cfg.other_fractions):
+    for k, f in enumerate(cfg.other_fractions if primary else ()):
         sub_f = A.random_subsets(n, cfg.num_subsets, f, seed=cfg.subset_seed + 1 + k)
         path = work_dir / f"retrain-{name}-fraction{k}.npz"
         if path.exists():
@@ -180,15 +181,15 @@ def _one_model(cfg, name, work_dir):
     scores = np.stack([bif_cands[kb], if_cands[ki], pr_cands[kp], gd, gc])
     res = [lds_bif, lds_if, lds_pr] + [A.lds(s, subsets, realized, queries=evaluate) for s in (gd, gc)]
     # LDS against the other referees, each method re-tuned on the tuning queries of that referee.
-    frac_lds = np.zeros((len(cfg.other_fractions), len(METHODS), 2))
-    frac_per = np.zeros((len(cfg.other_fractions), len(METHODS), int(evaluate.sum())))
+    frac_lds = np.zeros((len(other), len(METHODS), 2))
+    frac_per = np.zeros((len(other), len(METHODS), int(evaluate.sum())))
     for k, (sub_f, real_f) in enumerate(other):
         picks = [_choose(c, sub_f, real_f, tune, evaluate)[2] for c in (bif_cands, if_cands, pr_cands)]
         picks += [A.lds(s_, sub_f, real_f, queries=evaluate) for s_ in (gd, gc)]
         frac_lds[k] = [[r.value, r.se] for r in picks]
         frac_per[k] = [r.per_query for r in picks]
     loo_corr = np.full((len(METHODS), q), np.nan)
-    if cfg.loo_count:
+    if loo.shape[0]:
         for m in range(len(METHODS)):
             # Pearson per query over the loo_count examples: LOO effect vs the method's score.
             a, b = scores[m, : cfg.loo_count], loo
@@ -205,17 +206,19 @@ def _one_model(cfg, name, work_dir):
               "lds_tune_projected": np.array(tuned_pr), "bif_grid": np.array(cfg.bif_grid),
               "damping_grid": np.array(cfg.damping_grid), "bif_loss_trace": traces[kb],
               "loo_effect": loo.astype(np.float32), "loo_corr": loo_corr,
-              "other_fractions": np.array(cfg.other_fractions), "fraction_lds": frac_lds,
-              "fraction_lds_per_query": frac_per,
-              "fraction_subsets": np.stack([o[0] for o in other]),
-              "fraction_retrained_query_loss": np.stack([o[1] for o in other]).astype(np.float32),
+              "other_fractions": np.array([f for f, _ in zip(cfg.other_fractions, other)]),
+              "fraction_lds": frac_lds, "fraction_lds_per_query": frac_per,
+              "fraction_subsets": np.array([o[0] for o in other]).reshape(
+                  len(other), cfg.num_subsets, n),
+              "fraction_retrained_query_loss": np.array([o[1] for o in other], np.float32)
+              .reshape(len(other), cfg.num_subsets, q),
               "hessian_eigenvalues": eig.eigenvalues, "train_index": sp.train_index,
               "query_index": sp.query_index, "train_labels": sp.train["y"], "query_labels": sp.query["y"],
               "query_loss": np.asarray(loss_fn(w, sp.query))}
     summary = {"lds": {m: [round(r.value, 4), round(r.se, 4)] for m, r in zip(METHODS, res)},
                "lds_by_fraction": {str(f): {m: [round(float(v), 4) for v in frac_lds[k, j]]
                                             for j, m in enumerate(METHODS)}
-                                   for k, f in enumerate(cfg.other_fractions)},
+                                   for k, f in zip(range(len(other)), cfg.other_fractions)},
                "bif_nbeta": nbeta, "bif_gamma": gamma,
                "bif_step": cfg.step_scale / (nbeta * lam_max + gamma),
                "bif_rhat_loss": float(np.asarray(rhat(traces[kb]))),
@@ -223,7 +226,7 @@ def _one_model(cfg, name, work_dir):
                "num_params": int(G.shape[1]), "negative_eigenvalues": int((eig.eigenvalues < 0).sum()),
                "train_loss": float(np.mean(loss_fn(w, sp.train))),
                "query_loss": float(arrays["query_loss"].mean()), "timings": t}
-    if cfg.loo_count:
+    if loo.shape[0]:
         summary["loo_corr"] = {m: round(float(np.nanmean(c)), 4) for m, c in zip(METHODS, loo_corr)}
     return arrays, summary, (sp, loss_fn, p0, kw, nbeta, gamma, lam_max, ki)
 
@@ -262,7 +265,7 @@ def run_lds(cfg: AttributionConfig, work_dir, *, progress: bool = True):
     arrays, summary, timings = {}, {}, {}
     for i, name in enumerate(cfg.models):
         t0 = time.perf_counter()
-        a, s, ctx = _one_model(cfg, name, work_dir)
+        a, s, ctx = _one_model(cfg, name, work_dir, primary=i == 0)
         if i == 0:
             na, ns = _label_noise(cfg, ctx)
             a.update(na)
