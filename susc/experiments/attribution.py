@@ -71,6 +71,7 @@ class AttributionConfig:
     projection_dim: int = 512
     noise_fraction: float = 0.05
     noise_seed: int = 0
+    kernel_size: int = 300               # examples in the stored loss kernel Corr[ℓ_i, ℓ_j]
 
 
 def _model(cfg, name, key):
@@ -247,12 +248,16 @@ def _label_noise(cfg, ctx):
     selfs = np.stack([-A.bif_scores(np.diag(b.value), nbeta=nbeta, n=cfg.n_train),
                       A.self_influence(G, eig, damping=cfg.damping_grid[ki]),
                       A.self_influence(G), np.asarray(loss_fn(w, train), np.float64)])
+    # The loss kernel (Adam, Furman, Hoogland 2025): K(i, j) = Corr[ℓ_i, ℓ_j] under the same
+    # posterior, for the first kernel_size training examples.
+    m = min(cfg.kernel_size, cfg.n_train)
+    kern = influence_matrix(b.result.observables["train_losses"][..., :m], correlation=True, se=False)
     k = int(flipped.sum())
     auc = np.array([A.detection_auc(s, flipped) for s in selfs])
     prec = np.array([A.precision_at_k(s, flipped, k) for s in selfs])
     arrays = {"flipped": flipped, "noisy_labels": y_noisy, "self_influence": selfs,
               "noise_method_names": np.array(NOISE_METHODS), "noise_auc": auc,
-              "noise_precision_at_k": prec}
+              "noise_precision_at_k": prec, "loss_kernel": (-kern.value).astype(np.float32)}
     summary = {"noise_auc": dict(zip(NOISE_METHODS, np.round(auc, 4).tolist())),
                "noise_precision_at_k": dict(zip(NOISE_METHODS, np.round(prec, 4).tolist())),
                "num_flipped": k}
