@@ -113,6 +113,81 @@ def _choose(cands, subsets, realized, tune, evaluate):
     return k, tuned, A.lds(cands[k], subsets, realized, queries=evaluate)
 
 
+def _cached(path, compute):
+    """``compute()``'s dict of arrays, saved to ``path`` once (the retraining stages resume)."""
+    if path.exists():
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    out = compute()
+    np.savez(path, **out)
+    return out
+
+
+def _referees(cfg, name, loss_fn, p0, w, sp, kw, work_dir, primary):
+    """The ground truth: query losses of models retrained on M random subsets (and, for the
+    primary model, on subsets of the other fractions and leave-one-out)."""
+    n, q = cfg.n_train, cfg.n_query
+    retrain = lambda rows: A.query_losses(loss_fn, A.retrain(loss_fn, p0, sp.train, rows, **kw),
+                                          sp.query)
+    subsets = A.random_subsets(n, cfg.num_subsets, cfg.fraction, seed=cfg.subset_seed)
+
+    def main():
+        loo = np.zeros((0, q))
+        if cfg.loo_count and primary:
+            full = A.query_losses(loss_fn, jax.tree_util.tree_map(lambda x: x[None], w), sp.query)
+            loo = full - retrain(~np.eye(cfg.loo_count, n, dtype=bool))
+        return {"realized": retrain(subsets), "loo": loo}
+    ref = _cached(work_dir / f"retrain-{name}.npz", main)
+    other = []
+    for k, f in enumerate(cfg.other_fractions if primary else ()):
+        sub_f = A.random_subsets(n, cfg.num_subsets, f, seed=cfg.subset_seed + 1 + k)
+        real_f = _cached(work_dir / f"retrain-{name}-fraction{k}.npz",
+                         lambda: {"realized": retrain(sub_f)})["realized"]
+        other.append((sub_f, real_f))
+    return subsets, ref["realized"], ref["loo"], other
+
+
+def _candidates(cfg, loss_fn, w, sp, t):
+    """Every method's scores [n, q] at every hyperparameter of its grid (timed into ``t``)."""
+    t0 = time.perf_counter()
+    G = A.per_example_grads(loss_fn, w, sp.train)
+    Gq = A.per_example_grads(loss_fn, w, sp.query)
+    t["grads_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    eig = A.hessian_eigen(loss_fn, w, sp.train, weight_decay=cfg.weight_decay)
+    t["hessian_s"] = time.perf_counter() - t0
+    lam_max = float(eig.eigenvalues[-1])
+    bif_c, bif_half, traces, t["bif_s"] = _bif_runs(cfg, loss_fn, w, sp.train, sp.query, lam_max,
+                                                   jax.random.key(cfg.sample_seed))
+    t0 = time.perf_counter()
+    if_c = np.stack([A.classical_influence(G, Gq, eig, damping=d) for d in cfg.damping_grid])
+    t["influence_s"] = (time.perf_counter() - t0) / len(cfg.damping_grid)
+    t0 = time.perf_counter()
+    dim = min(cfg.projection_dim, G.shape[1])
+    pr_c = np.stack([A.projected_influence(G, Gq, dim=dim, damping=d) for d in cfg.damping_grid])
+    t["projected_s"] = (time.perf_counter() - t0) / len(cfg.damping_grid)
+    t0 = time.perf_counter()
+    sims = [A.gradient_similarity(G, Gq)[None], A.gradient_similarity(G, Gq, normalize=True)[None]]
+    t["grad_sim_s"] = time.perf_counter() - t0
+    # One candidate list per method of METHODS (a single candidate: nothing to tune).
+    return [bif_c, if_c, pr_c, *sims], bif_half, traces, eig
+
+
+def _evaluate(cands, subsets, realized, tune, evaluate):
+    """Per method: the chosen candidate's index, its tuning-query LDS grid and its eval LDS."""
+    return [_choose(c, subsets, realized, tune, evaluate) for c in cands]
+
+
+def _loo_corr(scores, loo):
+    """Pearson correlation per query between the LOO effects and each method's scores."""
+    out = np.full((scores.shape[0], scores.shape[2]), np.nan)
+    for m in range(scores.shape[0]):
+        a, b = scores[m, : loo.shape[0]], loo
+        a, b = a - a.mean(0), b - b.mean(0)
+        out[m] = (a * b).sum(0) / np.sqrt((a ** 2).sum(0) * (b ** 2).sum(0))
+    return out
+
+
 def _one_model(cfg, name, work_dir, primary=True):
     """LDS of every method for one model; LOO and the other referees only for the ``primary``."""
     sp = split_digits(cfg.n_train, cfg.n_query, seed=cfg.data_seed)
@@ -122,109 +197,52 @@ def _one_model(cfg, name, work_dir, primary=True):
     t = {}
     t0 = time.perf_counter()
     w = _first(A.retrain(loss_fn, p0, sp.train, np.ones(n), **kw))
-    subsets = A.random_subsets(n, cfg.num_subsets, cfg.fraction, seed=cfg.subset_seed)
-    cache = work_dir / f"retrain-{name}.npz"
-    if cache.exists():
-        with np.load(cache) as z:
-            realized, loo = z["realized"], z["loo"]
-    else:
-        realized = A.query_losses(loss_fn, A.retrain(loss_fn, p0, sp.train, subsets, **kw), sp.query)
-        loo = np.zeros((0, q))
-        if cfg.loo_count and primary:
-            keep = ~np.eye(cfg.loo_count, n, dtype=bool)
-            full = A.query_losses(loss_fn, jax.tree_util.tree_map(lambda x: x[None], w), sp.query)
-            loo = full - A.query_losses(loss_fn, A.retrain(loss_fn, p0, sp.train, keep, **kw), sp.query)
-        np.savez(cache, realized=realized, loo=loo)
+    subsets, realized, loo, other = _referees(cfg, name, loss_fn, p0, w, sp, kw, work_dir, primary)
     t["retrain_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    other = []
-    for k, f in enumerate(cfg.other_fractions if primary else ()):
-        sub_f = A.random_subsets(n, cfg.num_subsets, f, seed=cfg.subset_seed + 1 + k)
-        path = work_dir / f"retrain-{name}-fraction{k}.npz"
-        if path.exists():
-            with np.load(path) as z:
-                real_f = z["realized"]
-        else:
-            real_f = A.query_losses(loss_fn, A.retrain(loss_fn, p0, sp.train, sub_f, **kw), sp.query)
-            np.savez(path, realized=real_f)
-        other.append((sub_f, real_f))
-    t["retrain_other_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    G = A.per_example_grads(loss_fn, w, sp.train)
-    Gq = A.per_example_grads(loss_fn, w, sp.query)
-    t["grads_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    eig = A.hessian_eigen(loss_fn, w, sp.train, weight_decay=cfg.weight_decay)
-    t["hessian_s"] = time.perf_counter() - t0
+    cands, bif_half, traces, eig = _candidates(cfg, loss_fn, w, sp, t)
     lam_max = float(eig.eigenvalues[-1])
     tune = np.arange(q) < q // 2
     evaluate = ~tune
-
-    key = jax.random.key(cfg.sample_seed)
-    bif_cands, bif_half, traces, bif_secs = _bif_runs(cfg, loss_fn, w, sp.train, sp.query, lam_max, key)
-    t["bif_s"] = bif_secs
-    t0 = time.perf_counter()
-    if_cands = np.stack([A.classical_influence(G, Gq, eig, damping=d) for d in cfg.damping_grid])
-    t["influence_s"] = (time.perf_counter() - t0) / len(cfg.damping_grid)
-    t0 = time.perf_counter()
-    pr_cands = np.stack([A.projected_influence(G, Gq, dim=min(cfg.projection_dim, G.shape[1]),
-                                               damping=d) for d in cfg.damping_grid])
-    t["projected_s"] = (time.perf_counter() - t0) / len(cfg.damping_grid)
-    t0 = time.perf_counter()
-    gd = A.gradient_similarity(G, Gq)
-    gc = A.gradient_similarity(G, Gq, normalize=True)
-    t["grad_sim_s"] = time.perf_counter() - t0
-
-    kb, tuned_bif, lds_bif = _choose(bif_cands, subsets, realized, tune, evaluate)
-    ki, tuned_if, lds_if = _choose(if_cands, subsets, realized, tune, evaluate)
-    kp, tuned_pr, lds_pr = _choose(pr_cands, subsets, realized, tune, evaluate)
-    scores = np.stack([bif_cands[kb], if_cands[ki], pr_cands[kp], gd, gc])
-    res = [lds_bif, lds_if, lds_pr] + [A.lds(s, subsets, realized, queries=evaluate) for s in (gd, gc)]
+    picked = _evaluate(cands, subsets, realized, tune, evaluate)
+    (kb, tuned_bif, _), (ki, tuned_if, _), (kp, tuned_pr, _) = picked[:3]
+    res = [r for _, _, r in picked]
+    scores = np.stack([c[k] for c, (k, _, _) in zip(cands, picked)])
     # LDS against the other referees, each method re-tuned on the tuning queries of that referee.
-    frac_lds = np.zeros((len(other), len(METHODS), 2))
-    frac_per = np.zeros((len(other), len(METHODS), int(evaluate.sum())))
-    for k, (sub_f, real_f) in enumerate(other):
-        picks = [_choose(c, sub_f, real_f, tune, evaluate)[2] for c in (bif_cands, if_cands, pr_cands)]
-        picks += [A.lds(s_, sub_f, real_f, queries=evaluate) for s_ in (gd, gc)]
-        frac_lds[k] = [[r.value, r.se] for r in picks]
-        frac_per[k] = [r.per_query for r in picks]
-    loo_corr = np.full((len(METHODS), q), np.nan)
-    if loo.shape[0]:
-        for m in range(len(METHODS)):
-            # Pearson per query over the loo_count examples: LOO effect vs the method's score.
-            a, b = scores[m, : cfg.loo_count], loo
-            a, b = a - a.mean(0), b - b.mean(0)
-            loo_corr[m] = (a * b).sum(0) / np.sqrt((a ** 2).sum(0) * (b ** 2).sum(0))
+    frac = [[r for _, _, r in _evaluate(cands, s_, r_, tune, evaluate)] for s_, r_ in other]
+    frac_lds = np.array([[[r.value, r.se] for r in rs] for rs in frac]).reshape(len(other), -1, 2)
+    frac_per = np.array([[r.per_query for r in rs] for rs in frac]).reshape(
+        len(other), len(METHODS), -1)
+    loo_corr = _loo_corr(scores, loo) if loo.shape[0] else np.full((len(METHODS), q), np.nan)
     nbeta, gamma = cfg.bif_grid[kb]
+    half = A.lds(bif_half[kb], subsets, realized, queries=evaluate)
     arrays = {"subsets": subsets, "retrained_query_loss": realized.astype(np.float32),
               "scores": scores.astype(np.float32), "method_names": np.array(METHODS),
               "query_eval": evaluate, "lds_per_query": np.stack([r.per_query for r in res]),
               "lds": np.array([r.value for r in res]), "lds_se": np.array([r.se for r in res]),
-              "lds_tune_bif": np.array(tuned_bif),
-              "lds_bif_half_chains": np.array(A.lds(bif_half[kb], subsets, realized,
-                                                    queries=evaluate)[:2]), "lds_tune_influence": np.array(tuned_if),
-              "lds_tune_projected": np.array(tuned_pr), "bif_grid": np.array(cfg.bif_grid),
-              "damping_grid": np.array(cfg.damping_grid), "bif_loss_trace": traces[kb],
-              "loo_effect": loo.astype(np.float32), "loo_corr": loo_corr,
-              "other_fractions": np.array([f for f, _ in zip(cfg.other_fractions, other)]),
+              "lds_tune_bif": np.array(tuned_bif), "lds_bif_half_chains": np.array(half[:2]),
+              "lds_tune_influence": np.array(tuned_if), "lds_tune_projected": np.array(tuned_pr),
+              "bif_grid": np.array(cfg.bif_grid), "damping_grid": np.array(cfg.damping_grid),
+              "bif_loss_trace": traces[kb], "loo_effect": loo.astype(np.float32),
+              "loo_corr": loo_corr,
+              "other_fractions": np.array(cfg.other_fractions[: len(other)]),
               "fraction_lds": frac_lds, "fraction_lds_per_query": frac_per,
               "fraction_subsets": np.array([o[0] for o in other]).reshape(
                   len(other), cfg.num_subsets, n),
               "fraction_retrained_query_loss": np.array([o[1] for o in other], np.float32)
               .reshape(len(other), cfg.num_subsets, q),
               "hessian_eigenvalues": eig.eigenvalues, "train_index": sp.train_index,
-              "query_index": sp.query_index, "train_labels": sp.train["y"], "query_labels": sp.query["y"],
-              "query_loss": np.asarray(loss_fn(w, sp.query))}
+              "query_index": sp.query_index, "train_labels": sp.train["y"],
+              "query_labels": sp.query["y"], "query_loss": np.asarray(loss_fn(w, sp.query))}
     summary = {"lds": {m: [round(r.value, 4), round(r.se, 4)] for m, r in zip(METHODS, res)},
                "lds_by_fraction": {str(f): {m: [round(float(v), 4) for v in frac_lds[k, j]]
                                             for j, m in enumerate(METHODS)}
-                                   for k, f in zip(range(len(other)), cfg.other_fractions)},
+                                   for k, f in enumerate(cfg.other_fractions[: len(other)])},
                "bif_nbeta": nbeta, "bif_gamma": gamma,
                "bif_step": cfg.step_scale / (nbeta * lam_max + gamma),
                "bif_rhat_loss": float(np.asarray(rhat(traces[kb]))),
                "damping_influence": cfg.damping_grid[ki], "damping_projected": cfg.damping_grid[kp],
-               "num_params": int(G.shape[1]), "negative_eigenvalues": int((eig.eigenvalues < 0).sum()),
+               "num_params": int(eig.eigenvalues.size),
+               "negative_eigenvalues": int((eig.eigenvalues < 0).sum()),
                "train_loss": float(np.mean(loss_fn(w, sp.train))),
                "query_loss": float(arrays["query_loss"].mean()), "timings": t}
     if loo.shape[0]:
