@@ -149,6 +149,13 @@ def test_digits_data_and_models():
         assert logits.shape == (100, 10)
         ref = -jax.nn.log_softmax(logits)[np.arange(100), sp.train["y"]]
         np.testing.assert_allclose(loss(p, sp.train), ref, rtol=1e-5, atol=1e-6)
+    # The convnet's patches-as-matmul convolution equals XLA's SAME convolution.
+    p = init_convnet(jax.random.key(1), (8, 8, 1), 3, 10)
+    conv = jax.lax.conv_general_dilated(sp.train["x"], p["conv"]["w"], (1, 1), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    h = jnp.tanh(conv + p["conv"]["b"]).reshape(100, 4, 2, 4, 2, 3).mean((2, 4))
+    np.testing.assert_allclose(convnet_forward(p, sp.train["x"]),
+                               h.reshape(100, -1) @ p["out"]["w"] + p["out"]["b"], atol=1e-5)
 
 
 def test_attribution_experiment_tiny_path(tmp_path):

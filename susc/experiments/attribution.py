@@ -45,12 +45,13 @@ NOISE_METHODS = ("bif", "influence", "grad_norm", "loss")
 class AttributionConfig:
     """Sizes of the digits attribution experiment (class defaults = the ``tiny`` profile)."""
 
-    models: tuple = ("mlp",)             # "mlp": 64-32-10 tanh; "convnet": conv3×3(8)-pool-dense
+    models: tuple = ("mlp",)             # "mlp": 64-32-10 tanh; "convnet": conv3×3(channels)-pool-dense
     hidden: tuple = (16,)
-    channels: int = 8
+    channels: int = 4
     n_train: int = 300
     n_query: int = 40                    # first half tunes hyperparameters, second half is scored
-    num_subsets: int = 100               # M retrained models for the LDS
+    num_subsets: int = 100               # M retrained models for the LDS (first model)
+    secondary_subsets: int = 100         # M for the other models (the convnet costs ~4× the MLP)
     fraction: float = 0.5
     other_fractions: tuple = (0.1, 0.25)   # further LDS referees: M subsets of each size
     loo_count: int = 0                   # leave-one-out retrains (the first loo_count examples)
@@ -129,7 +130,8 @@ def _referees(cfg, name, loss_fn, p0, w, sp, kw, work_dir, primary):
     n, q = cfg.n_train, cfg.n_query
     retrain = lambda rows: A.query_losses(loss_fn, A.retrain(loss_fn, p0, sp.train, rows, **kw),
                                           sp.query)
-    subsets = A.random_subsets(n, cfg.num_subsets, cfg.fraction, seed=cfg.subset_seed)
+    M = cfg.num_subsets if primary else min(cfg.secondary_subsets, cfg.num_subsets)
+    subsets = A.random_subsets(n, M, cfg.fraction, seed=cfg.subset_seed)
 
     def main():
         loo = np.zeros((0, q))

@@ -51,12 +51,20 @@ def init_convnet(key, image_shape: Sequence[int], channels: int, num_classes: in
     return {"conv": conv, "out": _dense(k2, (H // 2) * (W // 2) * channels, num_classes)}
 
 
+def _patches3x3(x):
+    """``[B, H, W, C] -> [B, H, W, 9C]``: the 3×3 neighbourhoods of a SAME convolution (zero
+    padded), as static slices. A convolution is then one matmul, which XLA's CPU backend runs
+    ~100× faster than ``conv_general_dilated`` once vmapped over hundreds of retrained models."""
+    H, W = x.shape[1], x.shape[2]
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    return jnp.concatenate([xp[:, i:i + H, j:j + W] for i in range(3) for j in range(3)], -1)
+
+
 def convnet_forward(params, x):
-    """Logits of the convnet on ``x [B, H, W, C]``."""
+    """Logits of the convnet on ``x [B, H, W, C]`` (conv3×3 SAME as patches @ kernel)."""
     c = params["conv"]
-    h = jax.lax.conv_general_dilated(x, c["w"], (1, 1), "SAME",
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC")) + c["b"]
-    h = jnp.tanh(h)
+    kernel = c["w"].reshape(-1, c["w"].shape[-1])            # [3·3·C, K], (i, j, c) order
+    h = jnp.tanh(_patches3x3(x) @ kernel + c["b"])
     B, H, W, K = h.shape
     h = h[:, : H // 2 * 2, : W // 2 * 2].reshape(B, H // 2, 2, W // 2, 2, K).mean((2, 4))
     return h.reshape(B, -1) @ params["out"]["w"] + params["out"]["b"]
