@@ -164,7 +164,8 @@ def test_attribution_experiment_tiny_path(tmp_path):
     and AUC are recomputable from the arrays."""
     from susc import experiments
     sizes = dict(n_train=80, n_query=12, num_subsets=24, train_steps=200, num_draws=40,
-                 num_burnin=50, bif_grid=[[50.0, 10.0], [145.0, 10.0]], projection_dim=64, loo_count=6)
+                 num_burnin=50, bif_grid=[[50.0, 10.0], [145.0, 10.0]], projection_dim=64, loo_count=6,
+                 models=["mlp", "convnet"], channels=2, secondary_subsets=10, kernel_size=30)
     r = experiments.run("attribution-lds", "tiny", root=tmp_path, progress=False, **sizes)
     a = r.arrays
     assert a["subsets"].shape == (24, 80) and a["subsets"].dtype == bool
@@ -172,6 +173,11 @@ def test_attribution_experiment_tiny_path(tmp_path):
     assert a["scores"].shape == (5, 80, 12) and list(a["method_names"])[0] == "bif"
     assert a["flipped"].shape == (80,) and a["flipped"].sum() == 4
     assert a["self_influence"].shape == (4, 80) and a["loo_effect"].shape == (6, 12)
+    assert a["loss_kernel"].shape == (30, 30) and np.allclose(np.diag(a["loss_kernel"]), 1, atol=1e-5)
+    assert a["fraction_lds"].shape == (2, 5, 2) and a["fraction_subsets"].shape == (2, 24, 80)
+    # The second model: its own referee (10 subsets), no LOO and no extra referees.
+    assert a["convnet_subsets"].shape == (10, 80) and a["convnet_scores"].shape == (5, 80, 12)
+    assert a["convnet_fraction_lds"].shape == (0, 5, 2) and a["convnet_loo_effect"].shape == (0, 12)
     for k, m in enumerate(a["method_names"]):
         again = A.lds(a["scores"][k], a["subsets"], a["retrained_query_loss"], queries=a["query_eval"])
         assert again.value == pytest.approx(r.summary["mlp"]["lds"][m][0], abs=1e-4)

@@ -211,9 +211,11 @@ def _one_model(cfg, name, work_dir, primary=True):
     scores = np.stack([c[k] for c, (k, _, _) in zip(cands, picked)])
     # LDS against the other referees, each method re-tuned on the tuning queries of that referee.
     frac = [[r for _, _, r in _evaluate(cands, s_, r_, tune, evaluate)] for s_, r_ in other]
-    frac_lds = np.array([[[r.value, r.se] for r in rs] for rs in frac]).reshape(len(other), -1, 2)
-    frac_per = np.array([[r.per_query for r in rs] for rs in frac]).reshape(
-        len(other), len(METHODS), -1)
+    frac_lds = np.zeros((len(other), len(METHODS), 2))
+    frac_per = np.zeros((len(other), len(METHODS), int(evaluate.sum())))
+    for k, rs in enumerate(frac):
+        frac_lds[k] = [[r.value, r.se] for r in rs]
+        frac_per[k] = [r.per_query for r in rs]
     loo_corr = _loo_corr(scores, loo) if loo.shape[0] else np.full((len(METHODS), q), np.nan)
     nbeta, gamma = cfg.bif_grid[kb]
     half = A.lds(bif_half[kb], subsets, realized, queries=evaluate)
