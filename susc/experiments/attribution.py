@@ -18,6 +18,7 @@ including training example i; positive = including i raises the loss.
 from __future__ import annotations
 
 import dataclasses
+import resource
 import time
 
 import jax
@@ -115,11 +116,14 @@ def _choose(cands, subsets, realized, tune, evaluate):
 
 
 def _cached(path, compute):
-    """``compute()``'s dict of arrays, saved to ``path`` once (the retraining stages resume)."""
+    """``compute()``'s dict of arrays, saved to ``path`` once (the retraining stages resume), with
+    the seconds it took (``"seconds"``, kept when a later run resumes from the cache)."""
     if path.exists():
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
+    t0 = time.perf_counter()
     out = compute()
+    out["seconds"] = np.float64(time.perf_counter() - t0)
     np.savez(path, **out)
     return out
 
@@ -140,13 +144,15 @@ def _referees(cfg, name, loss_fn, p0, w, sp, kw, work_dir, primary):
             loo = full - retrain(~np.eye(cfg.loo_count, n, dtype=bool))
         return {"realized": retrain(subsets), "loo": loo}
     ref = _cached(work_dir / f"retrain-{name}.npz", main)
+    seconds = [float(ref.get("seconds", np.nan))]
     other = []
     for k, f in enumerate(cfg.other_fractions if primary else ()):
         sub_f = A.random_subsets(n, cfg.num_subsets, f, seed=cfg.subset_seed + 1 + k)
-        real_f = _cached(work_dir / f"retrain-{name}-fraction{k}.npz",
-                         lambda: {"realized": retrain(sub_f)})["realized"]
-        other.append((sub_f, real_f))
-    return subsets, ref["realized"], ref["loo"], other
+        got = _cached(work_dir / f"retrain-{name}-fraction{k}.npz",
+                      lambda: {"realized": retrain(sub_f)})
+        other.append((sub_f, got["realized"]))
+        seconds.append(float(got.get("seconds", np.nan)))
+    return subsets, ref["realized"], ref["loo"], other, seconds
 
 
 def _candidates(cfg, loss_fn, w, sp, t):
@@ -197,10 +203,11 @@ def _one_model(cfg, name, work_dir, primary=True):
     kw = dict(steps=cfg.train_steps, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)
     n, q = cfg.n_train, cfg.n_query
     t = {}
-    t0 = time.perf_counter()
     w = _first(A.retrain(loss_fn, p0, sp.train, np.ones(n), **kw))
-    subsets, realized, loo, other = _referees(cfg, name, loss_fn, p0, w, sp, kw, work_dir, primary)
-    t["retrain_s"] = time.perf_counter() - t0
+    subsets, realized, loo, other, secs = _referees(cfg, name, loss_fn, p0, w, sp, kw, work_dir,
+                                                    primary)
+    # Seconds of the run that computed each referee (NaN: cached by an older version).
+    t["retrain_s"], t["retrain_other_s"] = secs[0], secs[1:]
     cands, bif_half, traces, eig = _candidates(cfg, loss_fn, w, sp, t)
     lam_max = float(eig.eigenvalues[-1])
     tune = np.arange(q) < q // 2
@@ -299,7 +306,8 @@ def run_lds(cfg: AttributionConfig, work_dir, *, progress: bool = True):
             s.update(ns)
         prefix = "" if i == 0 else f"{name}_"
         arrays.update({prefix + k: v for k, v in a.items()})
-        timings[name] = {**s.pop("timings"), "total_s": time.perf_counter() - t0}
+        timings[name] = {**s.pop("timings"), "total_s": time.perf_counter() - t0,
+                         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         summary[name] = s
     summary["timings"] = timings
     return arrays, summary
