@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import os
 import re
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_pipeline import NOTEBOOK, _env  # tests/ is on sys.path (no __init__.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = sorted((ROOT / "book").glob("*.md"))
@@ -74,25 +74,8 @@ def test_solutions_are_appended_to_the_chapter_notebook():
         assert all(c.cell_type == "code" for c in extra)
 
 
-SOLUTION_PAGE = """---
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-    format_version: 0.13
-kernelspec:
-  display_name: Python 3 (ipykernel)
-  language: python
-  name: python3
----
-
-# Throwaway chapter
-
-```{{code-cell}} ipython3
-x = 1 + 1
-```
-
-:::{{exercise}}
+# test_pipeline's throwaway chapter (header and a first cell defining x), then an exercise.
+SOLUTION_PAGE = NOTEBOOK.split("```{{code-cell}} ipython3\n{body}")[0] + """:::{{exercise}}
 :label: ex-throwaway
 
 Check x.
@@ -115,9 +98,7 @@ def _nbval(tmp_path: Path, body: str) -> subprocess.CompletedProcess:
     src.mkdir()
     shutil.copy(ROOT / "conftest.py", src / "conftest.py")
     (src / "chapter.md").write_text(SOLUTION_PAGE.format(body=body))
-    env = dict(os.environ, SUSC_PROFILE="tiny", PYTHONDONTWRITEBYTECODE="1")
-    env.pop("PYTEST_XDIST_WORKER", None)
-    env.pop("PYTEST_ADDOPTS", None)
+    env = _env()
     cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--rootdir", str(src),
            "--nbval-lax", "--nbval-current-env", "chapter.md"]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=src)
