@@ -25,7 +25,7 @@ from ..artifacts import sha256_file
 from .tokenizer import Tokenizer
 
 __all__ = ["DEFAULT_DIR", "ARTIFACTS", "REBUILD", "sha256_file", "verify_corpus", "load_tokenizer",
-           "load_corpus_tokens", "load_corpus"]
+           "load_corpus_tokens", "load_corpus", "reduce_vocab", "document_index"]
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "data" / "corpus"
 ARTIFACTS = ("stdlib_tokens.npz", "tokenizer.json")
@@ -61,23 +61,94 @@ def verify_corpus(data_dir=None) -> dict:
     return manifest
 
 
-def load_tokenizer(data_dir=None) -> Tokenizer:
-    """The shipped tokenizer (checksum-verified)."""
+def _check_vocab(vocab_size, full: int) -> None:
+    if vocab_size is not None and (not isinstance(vocab_size, (int, np.integer))
+                                   or not 257 <= vocab_size <= full):
+        raise ValueError(f"vocab_size must be None (the shipped {full}) or an int in [257, {full}], "
+                         f"got {vocab_size!r}.")
+
+
+def load_tokenizer(data_dir=None, *, vocab_size: int | None = None) -> Tokenizer:
+    """The shipped tokenizer (checksum-verified); ``vocab_size`` keeps its first merges only.
+
+    BPE merges are learned greedily, so the first ``vocab_size - 257`` merges of the shipped
+    tokenizer are exactly what training with that vocabulary would have learned (same data, same
+    tie-break): a smaller tokenizer for free, with ``<|endoftext|>`` again the last id.
+    """
     d = Path(DEFAULT_DIR if data_dir is None else data_dir)
     verify_corpus(d)
-    return Tokenizer.load(d / "tokenizer.json")
+    tok = Tokenizer.load(d / "tokenizer.json")
+    _check_vocab(vocab_size, tok.vocab_size)
+    if vocab_size is None or vocab_size == tok.vocab_size:
+        return tok
+    return Tokenizer(tok.merges[:vocab_size - 257], tok.pattern)
 
 
-def load_corpus_tokens(data_dir=None) -> np.ndarray:
-    """The whole token stream, uint16 ``[N]`` (checksum-verified)."""
+def reduce_vocab(tokens, tokenizer: Tokenizer, vocab_size: int):
+    """Re-express a token stream of ``tokenizer`` in its ``vocab_size`` merge prefix.
+
+    Returns ``(ids, source)``: the new int32 ids ``[M]`` (``M ≥ N``) and, for each, the index of
+    the original token it came from. Encoding applies merges in rank order and a merge's pair only
+    involves ids created by lower ranks, so undoing every merge of rank ≥ ``vocab_size - 257``
+    (splitting such tokens into their pair, recursively) equals encoding the bytes with the
+    smaller tokenizer -- exact, and vectorized (no re-encoding of the text).
+    """
+    _check_vocab(vocab_size, tokenizer.vocab_size)
+    tokens = np.asarray(tokens, dtype=np.int64)
+    k = vocab_size - 257                              # merges kept; ids 256 .. 256 + k - 1
+    left = np.array([a for a, _ in tokenizer.merges], np.int64)
+    right = np.array([b for _, b in tokenizer.merges], np.int64)
+    eot_new = vocab_size - 1
+    ids, src = tokens, np.arange(tokens.size)
+    while True:
+        split = (ids >= 256 + k) & (ids != tokenizer.eot_id)
+        if not split.any():
+            break
+        rep = np.where(split, 2, 1)
+        out = np.repeat(ids, rep)
+        src = np.repeat(src, rep)
+        first = np.cumsum(rep) - rep                  # position of each old token in out
+        m = ids[split] - 256
+        out[first[split]] = left[m]
+        out[first[split] + 1] = right[m]
+        ids = out
+    ids = np.where(ids == tokenizer.eot_id, eot_new, ids)
+    return ids.astype(np.int32), src
+
+
+def load_corpus_tokens(data_dir=None, *, vocab_size: int | None = None) -> np.ndarray:
+    """The whole token stream ``[N]`` (checksum-verified), in the ``vocab_size`` merge prefix if given."""
     d = Path(DEFAULT_DIR if data_dir is None else data_dir)
     verify_corpus(d)
     with np.load(d / "stdlib_tokens.npz") as z:
-        return z["tokens"]
+        stream = z["tokens"]
+    if vocab_size is None:
+        return stream
+    return reduce_vocab(stream, Tokenizer.load(d / "tokenizer.json"), vocab_size)[0]
+
+
+def document_index(data_dir=None, *, vocab_size: int | None = None) -> tuple[np.ndarray, list]:
+    """``(doc, paths)``: the document id of every token of the stream and the documents' source paths.
+
+    ``doc[i] = j`` means token ``i`` (of `load_corpus_tokens` with the same ``vocab_size``) belongs to
+    the file ``paths[j]`` (relative to the stdlib root, from ``MANIFEST.json``); the separator
+    ``<|endoftext|>`` belongs to the document it opens.
+    """
+    d = Path(DEFAULT_DIR if data_dir is None else data_dir)
+    manifest = verify_corpus(d)
+    with np.load(d / "stdlib_tokens.npz") as z:
+        stream, starts = z["tokens"], z["doc_starts"]
+    doc = np.searchsorted(starts, np.arange(len(stream)), side="right") - 1
+    doc = np.maximum(doc, 0)
+    if vocab_size is not None:
+        _, src = reduce_vocab(stream, Tokenizer.load(d / "tokenizer.json"), vocab_size)
+        doc = doc[src]
+    return doc, list(manifest["files_used"])[: len(starts)]
 
 
 def load_corpus(context_len: int, num_sequences: int | None = None, *, split: str = "train",
-                key=None, test_fraction: float = 0.05, data_dir=None) -> dict:
+                key=None, test_fraction: float = 0.05, data_dir=None,
+                vocab_size: int | None = None, return_index: bool = False) -> dict:
     """Windows of the stdlib corpus: ``dict(tokens=int32 [n, context_len + 1])``.
 
     Args:
@@ -88,6 +159,9 @@ def load_corpus(context_len: int, num_sequences: int | None = None, *, split: st
       key: None takes the first windows in order; a JAX key or int seed takes a random subset
         (without replacement, in random order).
       data_dir: directory of the artifacts (default ``<repo>/data/corpus``).
+      vocab_size: re-tokenize with the shipped tokenizer's first merges (`reduce_vocab`); the
+        split point is the same fraction of the (longer) stream.
+      return_index: also return ``start`` [n], the stream position of each window's first token.
 
     Examples:
       >>> load_corpus(64, 8)["tokens"].shape   # doctest: +SKIP
@@ -99,7 +173,8 @@ def load_corpus(context_len: int, num_sequences: int | None = None, *, split: st
         raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}.")
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}.")
-    stream = load_corpus_tokens(data_dir)
+    stream = load_corpus_tokens(data_dir, vocab_size=vocab_size)
+    offset = {"train": 0, "test": int(round(len(stream) * (1.0 - test_fraction))), "all": 0}[split]
     cut = int(round(len(stream) * (1.0 - test_fraction)))
     stream = {"train": stream[:cut], "test": stream[cut:], "all": stream}[split]
     W = int(context_len) + 1
@@ -114,4 +189,7 @@ def load_corpus(context_len: int, num_sequences: int | None = None, *, split: st
         index = np.arange(num_sequences)
     else:
         index = numpy_rng(key).choice(total, size=num_sequences, replace=False)
-    return {"tokens": windows[index].astype(np.int32)}
+    out = {"tokens": windows[index].astype(np.int32)}
+    if return_index:
+        out["start"] = offset + index * W
+    return out

@@ -128,7 +128,8 @@ class HeadSusceptibilities(NamedTuple):
 
 
 def head_susceptibilities(key, cfg, params, mcfg: TransformerConfig, data, probe_tokens, work_dir, *,
-                          probe_chunk: int | None = None, progress: bool = True) -> HeadSusceptibilities:
+                          probe_chunk: int | None = None, progress: bool = True,
+                          sample_kwargs: dict | None = None) -> HeadSusceptibilities:
     """Per-token structural susceptibilities of every attention head on the probe windows
     ``probe_tokens [m, T + 1]`` (their per-token losses ``[m, T]``).
 
@@ -138,7 +139,8 @@ def head_susceptibilities(key, cfg, params, mcfg: TransformerConfig, data, probe
 
     ``cfg`` supplies the SGLD settings (step_size, nbeta, gamma, num_chains, num_draws, sample_batch,
     num_batches, checkpoint_every); ``key`` drives the restricted run, ``fold_in(key, 0x5EED)`` the
-    full one (`susc.structural_susceptibilities`). Finished runs delete their resume state
+    full one (`susc.structural_susceptibilities`); ``sample_kwargs`` go to `susc.sample` (e.g.
+    ``num_burnin``, ``draw_loss``). Finished runs delete their resume state
     ``work_dir/samples``.
     """
     from .. import sgld
@@ -152,7 +154,8 @@ def head_susceptibilities(key, cfg, params, mcfg: TransformerConfig, data, probe
         nbeta=cfg.nbeta, gamma=cfg.gamma, num_chains=cfg.num_chains, num_draws=cfg.num_draws,
         batch_size=cfg.sample_batch, num_batches=cfg.num_batches, store_draws=False,
         probe_data={"tokens": jnp.asarray(probe_tokens)}, probe_chunk=probe_chunk,   # [m, T] losses
-        checkpoint_dir=work_dir / "samples", checkpoint_every=cfg.checkpoint_every, progress=progress)
+        checkpoint_dir=work_dir / "samples", checkpoint_every=cfg.checkpoint_every, progress=progress,
+        **(sample_kwargs or {}))
     wall = time.perf_counter() - t0
     shutil.rmtree(work_dir / "samples", ignore_errors=True)   # finished: the resume state is not needed
     restricted, full = chi.restricted, chi.full

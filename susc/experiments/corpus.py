@@ -1,110 +1,169 @@
-r"""The real-corpus experiment: structural susceptibilities of every head on the stdlib corpus.
+r"""The real-corpus experiment: structural susceptibilities of every head of a model that formed its circuits.
 
 ``corpus-susceptibility``
-    Train a small attention-only transformer (`susc.models.transformer`) on the shipped CPython
-    standard-library corpus (`susc.data.load_corpus`, byte-level BPE, vocabulary 5000), then
-    measure the per-token structural susceptibility of every attention head on held-out probe
-    tokens labelled by `susc.data.label_tokens` (word start, word part, induction, spacing,
-    delimiter, formatting, numeric; theory.md §3.1, after Baker et al. 2025):
+    Train an attention-only transformer (`susc.models.transformer`, 2 layers × 8 heads at ``small``)
+    on the shipped CPython standard-library corpus (`susc.data.load_corpus`, byte-level BPE; the
+    ``small`` profile keeps the first 767 merges: vocabulary 1024) while watching the induction
+    circuit form (`susc.experiments.formation`: prefix-matching score, in-context loss; snapshots),
+    then measure, per attention head C and probe token xy,
 
     χ^C_xy = −Cov[φ_C, ℓ_xy − L],   φ_C = δ(u − u*)[L − L(w*)]   (theory.md §1.7),
 
-    all K heads' restricted chains in ONE vectorized `susc.sample(..., masks=...)` run plus one
-    unrestricted run, streamed (no stored draws). The [tokens, heads] matrix is standardized per
-    layer (column z-score, row centring; negative ⇒ the head expresses the token), averaged into a
-    heads × token-classes matrix, and decomposed by PCA per layer (explained variance, loadings).
+    for ``num_seeds`` independent sampler seeds, an nβ = 0 control (the Gaussian localizer alone)
+    and the development snapshots (before / during / after formation), each as ONE vectorized
+    `susc.structural_susceptibilities` run over all heads plus one unrestricted run, streamed.
 
-Posterior: p(w) ∝ exp{−nβ L_n(w) − (γ/2)‖w − w*‖²} with w* the trained model, sampled by SGLD
-w ← w − (ε/2)[nβ∇L_B + γ(w − w*)] + √ε ξ (blackjax's step size h = ε/2). The trained model is the
-shipped ``data/checkpoints/corpus-<model>`` when its training settings match the config, else a
-checkpoint trained once in the experiment's ``work/`` folder; the samplers resume from
-``work/samples/`` (training, shipping, loading and sampling: `susc.experiments.common`).
+Posterior: p(w) ∝ exp{−nβ L_n(w) − (γ/2)‖w − w*‖²}, L_n the mean token loss of the probe windows,
+sampled by SGLD w ← w − (ε/2)[nβ∇L_B + γ(w − w*)] + √ε ξ (blackjax's h = ε/2) with ``num_burnin``
+unrecorded steps. L at every draw is the full probe-set mean (``draw_loss="observable:probe"``), so
+φ_C and ℓ_xy share the same evaluation and no minibatch noise enters φ_C.
+
+Probe windows are drawn from the whole corpus, stratified by document kind (numeric-heavy, GUI,
+other) so that every subset of `susc.data.subsets` is represented; tokens are labelled with
+`susc.data.label_tokens` (classes) and `susc.data.token_subsets` (subsets).
+The analyses of the resulting ``Z`` matrices live in `susc.experiments.structure`.
 """
 from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import artifacts
 from ..config import register_config
 from ..data import LABELS, label_tokens, load_corpus, load_tokenizer
+from ..data.corpus import document_index
+from ..data.subsets import SUBSETS, token_subsets
 from ..models.transformer import TransformerConfig
-from . import circuits, common, register
+from . import common, formation, register
 
-__all__ = ["CorpusConfig", "model_config", "make_data", "probe_labels", "train_model", "load_model",
-           "ship_checkpoint", "run_corpus_susceptibility"]
+__all__ = ["CorpusConfig", "model_config", "make_data", "probe_windows", "probe_labels",
+           "load_model", "ship_checkpoint", "develop_steps", "run_corpus_susceptibility"]
 
-_TRAIN_FIELDS = ("model", "d_model", "d_head", "n_heads", "seq_len", "num_train", "data_seed",
-                 "init_seed", "train_seed", "train_steps", "train_batch", "learning_rate", "warmup_steps")
+_TRAIN_FIELDS = ("model", "vocab_size", "d_model", "d_head", "n_heads", "seq_len", "num_train", "repeat_fraction",
+                 "num_eval", "data_seed", "init_seed", "train_seed", "train_steps", "train_batch",
+                 "learning_rate", "warmup_steps", "snapshot_every")
 
 
 @register_config(
     "corpus",
     tiny={},
-    small={"model": "small", "d_model": 128, "d_head": 16, "n_heads": 8, "seq_len": 128,
-           "num_train": 12000, "train_steps": 4000, "learning_rate": 3e-3, "probe_sequences": 32,
-           "num_chains": 4, "num_draws": 100, "sample_windows": 250},
-    full={"model": "full", "d_model": 256, "d_head": 32, "n_heads": 8, "seq_len": 1024,
-          "num_train": 1800, "num_eval": 64, "train_steps": 20000, "train_batch": 16,
-          "learning_rate": 1e-3, "warmup_steps": 1000, "nbeta": 30.0, "sample_batch": 16,
-          "num_chains": 4, "num_draws": 100, "probe_sequences": 20, "probe_chunk": 1,
-          "sample_windows": 200, "checkpoint_every": 10})
+    small={"model": "small", "d_model": 64, "d_head": 8, "n_heads": 8, "seq_len": 128,
+           "repeat_fraction": 0.5, "train_steps": 20000, "learning_rate": 5e-3, "warmup_steps": 200,
+           "snapshot_every": 500,
+           "num_seeds": 3, "num_chains": 2, "num_draws": 200, "num_burnin": 50,
+           "probe_sequences": 80, "probe_chunk": 16, "num_batches": 8, "checkpoint_every": 50,
+           "sweep_draws": 150},
+    full={"model": "full", "vocab_size": None, "d_model": 256, "d_head": 32, "n_heads": 8,
+          "seq_len": 1024, "num_train": 1800, "num_eval": 16, "train_steps": 20000, "train_batch": 16,
+          "learning_rate": 1e-3, "warmup_steps": 1000, "snapshot_every": 1000, "num_seeds": 3,
+          "num_chains": 4, "num_draws": 200, "num_burnin": 100, "sample_batch": 8,
+          "probe_sequences": 20, "probe_chunk": 1, "checkpoint_every": 10, "sweep_draws": 100})
 @dataclasses.dataclass(frozen=True)
 class CorpusConfig:
-    """Sizes of the corpus experiment (class defaults = the ``tiny`` profile).
+    """Sizes of the corpus experiment (class defaults = the ``tiny`` profile, a pipeline check).
 
-    ``tiny``: 2 layers × 4 heads, d_model 32, context 32, 64 × 32 = 2048 probe tokens (CPU, minutes).
-    ``full``: the paper's model (2 layers × 8 heads, d_model 256, context 1024; 4 chains × 100 draws,
-    20 × 1024 ≥ 20k probe tokens), GPU only. The vocabulary is always the tokenizer's (5000).
+    ``small`` (2-core CPU, about an hour in all): 2 layers × 8 heads, d_model 64, context 128,
+    vocabulary 1024, 5000 AdamW steps of 32 windows; 3 sampler seeds × 2 chains × 200 draws after
+    50 burn-in steps, 80 × 128 = 10,240 probe tokens. ``full``: the paper's model (d_model 256,
+    context 1024, vocabulary 5000) on one GPU. ``vocab_size=None`` is the shipped 5000.
     """
 
     model: str = "tiny"                  # TransformerConfig profile, then the fields below
+    vocab_size: int | None = 1024        # first vocab_size - 257 merges of the shipped BPE
     d_model: int = 32
     d_head: int = 8
     n_heads: int = 4
     seq_len: int = 32                    # T: context length (windows are [n, T+1])
-    num_train: int = 20000               # training windows (train split, in order)
-    num_eval: int = 256                  # held-out windows (test split), probes come first
+    num_train: int | None = None         # training windows from the train split (None: all)
+    repeat_fraction: float = 0.25        # training windows whose second half repeats the first
+    num_eval: int = 64                   # held-out windows for the eval loss
     data_seed: int = 0
     init_seed: int = 0
     train_seed: int = 1
-    train_steps: int = 1200
+    train_steps: int = 300
     train_batch: int = 32
     learning_rate: float = 1e-2
-    warmup_steps: int = 100
+    warmup_steps: int = 30
+    snapshot_every: int = 50             # training steps between snapshots / circuit readouts
     step_size: float = 1e-3              # SGLD ε (Baker et al.: ε = 1e-3, nβ = 30, γ = 300)
     nbeta: float = 30.0
     gamma: float = 300.0
+    num_seeds: int = 2                   # independent sampler seeds (cross-seed stability)
     num_chains: int = 2
-    num_draws: int = 80
-    sample_batch: int = 16
-    probe_sequences: int = 64            # held-out windows whose every target token is a probe
-    probe_chunk: int = 4                 # probe windows per forward pass (bounds the [chunk, T, V] logits)
-    num_batches: int = 8                 # batch-means groups per chain (standard errors)
-    sample_windows: int = 1000           # first training windows forming L_n for the sampler (see below)
-    checkpoint_every: int = 20
+    num_draws: int = 30
+    num_burnin: int = 10
+    sample_batch: int = 16               # probe windows per SGLD gradient
+    probe_sequences: int = 8             # probe windows (every target token is a probe)
+    probe_chunk: int = 4                 # probe windows per forward pass (bounds the logits)
+    num_batches: int = 4                 # batch-means groups per chain (standard errors)
+    checkpoint_every: int = 10
     sample_seed: int = 0
+    control: bool = True                 # the nβ = 0 run (Gaussian localizer only)
+    develop: tuple = (0.1, 0.5, 0.9)     # snapshots where the in-context loss has fallen this far
+    sweep_steps: tuple = (3e-4, 1e-3, 3e-3)   # ε sweep: loss traces of the unrestricted chain
+    sweep_draws: int = 30
     use_shipped: bool = True
 
-    # ``sample_windows``: `susc.sample` evaluates L_n(w*) on all its data in one forward pass, whose
-    # [n, T, 5000] logits would not fit in CPU memory for the 20k training windows; the posterior is
-    # therefore localized on L_n of the first ``sample_windows`` training windows (nβ is set directly).
 
-
-def model_config(cfg: CorpusConfig, vocab_size: int = 5000) -> TransformerConfig:
+def model_config(cfg: CorpusConfig) -> TransformerConfig:
     """The attention-only TransformerConfig of ``cfg`` (vocabulary = the tokenizer's)."""
-    return TransformerConfig.from_profile(cfg.model, vocab_size=vocab_size, context_length=cfg.seq_len,
-                                          d_model=cfg.d_model, d_head=cfg.d_head, n_heads=cfg.n_heads)
+    return TransformerConfig.from_profile(cfg.model, vocab_size=cfg.vocab_size or 5000,
+                                          context_length=cfg.seq_len, d_model=cfg.d_model,
+                                          d_head=cfg.d_head, n_heads=cfg.n_heads)
 
 
 def make_data(cfg: CorpusConfig) -> tuple[dict, dict]:
-    """``(train, eval)``: the first ``num_train`` train-split windows and ``num_eval`` random test windows."""
-    tr = load_corpus(cfg.seq_len, cfg.num_train, split="train")
-    ev = load_corpus(cfg.seq_len, cfg.num_eval, split="test", key=cfg.data_seed)
+    """``(train, eval)``: train-split windows (in order) and ``num_eval`` random test windows.
+
+    A random ``repeat_fraction`` of the training windows (seeded by ``data_seed``) have their second
+    half replaced by a copy of their first: natural text repeated verbatim. Copying is the one task
+    only an induction circuit solves, and the repeats make it form within a CPU budget (without
+    them a 2 × 8-head model on this corpus had no previous-token head after 2,750 steps, 11M
+    tokens). Evaluation and probe windows are never modified.
+    """
+    tr = load_corpus(cfg.seq_len, cfg.num_train, split="train", vocab_size=cfg.vocab_size)
+    if cfg.repeat_fraction > 0:
+        tok = tr["tokens"].copy()
+        rng = np.random.default_rng(cfg.data_seed)
+        rows = np.nonzero(rng.random(len(tok)) < cfg.repeat_fraction)[0]
+        h = tok.shape[1] // 2
+        tok[rows, h:2 * h] = tok[rows, :h]
+        tr = {**tr, "tokens": tok}
+    ev = load_corpus(cfg.seq_len, cfg.num_eval, split="test", key=cfg.data_seed,
+                     vocab_size=cfg.vocab_size)
     return tr, ev
+
+
+def probe_windows(cfg: CorpusConfig) -> dict:
+    """``probe_sequences`` windows of the whole corpus, stratified by document kind.
+
+    A quarter each from numeric-heavy and GUI documents, the rest from the others (random, seeded
+    by ``data_seed``). Returns ``tokens [m, T+1]``, ``start [m]`` (stream positions), the target
+    tokens' ``subset [m, T]`` (`susc.data.token_subsets`) and ``token_class [m, T]``.
+    """
+    allw = load_corpus(cfg.seq_len, None, split="all", vocab_size=cfg.vocab_size, return_index=True)
+    doc, _ = document_index(vocab_size=cfg.vocab_size)
+    kind = token_subsets(allw["start"], vocab_size=cfg.vocab_size)        # window start's subset
+    doc_kind = np.where(kind == SUBSETS.index("prose"), 0, kind)           # doc-level kind only
+    rng = np.random.default_rng(cfg.data_seed)
+    m = cfg.probe_sequences
+    quota = {SUBSETS.index("numeric"): m // 4, SUBSETS.index("gui"): m // 4}
+    quota[0] = m - sum(quota.values())
+    pick = np.concatenate([rng.choice(np.nonzero(doc_kind == k)[0], q, replace=False)
+                           for k, q in quota.items()])
+    pick = np.sort(pick)
+    tokens, start = allw["tokens"][pick], allw["start"][pick]
+    T = cfg.seq_len
+    pos = start[:, None] + 1 + np.arange(T)                                # target positions
+    subset = token_subsets(pos.ravel(), vocab_size=cfg.vocab_size).reshape(len(pick), T)
+    return {"tokens": tokens, "start": start, "subset": subset,
+            "token_class": probe_labels(tokens, load_tokenizer(vocab_size=cfg.vocab_size)),
+            "doc": doc[start]}
 
 
 def probe_labels(tokens, tokenizer=None) -> np.ndarray:
@@ -117,52 +176,200 @@ def probe_labels(tokens, tokenizer=None) -> np.ndarray:
     return label_tokens(np.asarray(tokens), tok)[:, 1:]
 
 
-def train_model(cfg: CorpusConfig, *, progress: bool = False):
-    """Train w* from scratch on the corpus; returns ``(params, history)`` (AdamW, cosine, warmup)."""
+# ----------------------------------------------------------------------------- the trained model
+
+
+def _name(cfg: CorpusConfig) -> str:
+    return f"corpus-{cfg.model}"
+
+
+def _train(cfg: CorpusConfig, work_dir: Path, progress: bool):
+    mcfg = model_config(cfg)
     tr, ev = make_data(cfg)
-    return common.train_transformer(cfg, model_config(cfg), tr["tokens"], ev["tokens"][-64:],
-                                    max_chunk=200, progress=progress)
+    rep = formation.repeat_windows(ev["tokens"])
+    return formation.train_with_snapshots(cfg, mcfg, tr["tokens"], ev["tokens"], rep,
+                                          work_dir / "train", chunk=cfg.snapshot_every,
+                                          progress=progress)
 
 
-def _recipe(cfg: CorpusConfig) -> common.Recipe:
-    return common.Recipe(f"corpus-{cfg.model}", model_config(cfg), common.train_settings(cfg, _TRAIN_FIELDS),
-                         lambda progress: train_model(cfg, progress=progress))
+def develop_steps(cfg: CorpusConfig, eval_step, induction_loss) -> list[int]:
+    """Snapshot steps where the in-context loss has fallen the ``cfg.develop`` fractions of its
+    total fall (`formation.formation_step`), without repeats and without the final step."""
+    out = [formation.formation_step(eval_step, induction_loss, fraction=f) for f in cfg.develop]
+    return sorted({s for s in out if s != int(eval_step[-1])})
 
 
-def ship_checkpoint(cfg: CorpusConfig, dest=None, *, progress: bool = True) -> dict:
-    """Train ``cfg``'s model and save it as ``data/checkpoints/corpus-<model>`` (+ provenance)."""
-    return common.ship_checkpoint(_recipe(cfg), dest, progress=progress)
+def _save_all(cfg: CorpusConfig, dest: Path, hist: dict) -> dict:
+    """Final params as ``dest/<name>`` and each development snapshot as ``<name>-step<k>``."""
+    mcfg = model_config(cfg)
+    settings = common.train_settings(cfg, _TRAIN_FIELDS)
+    steps = develop_steps(cfg, hist["eval_step"], hist["induction_loss"])
+    stride = max(1, len(hist["loss"]) // 250)
+    meta = {"train_settings": settings, "train_wall_s": float(hist["wall_time"]),
+            "curve_step": hist["step"][::stride].tolist(), "curve_loss": hist["loss"][::stride].tolist(),
+            "eval_step": hist["eval_step"].tolist(), "eval_loss": hist["eval_loss"].tolist(),
+            "prefix_matching": hist["prefix_matching"].tolist(),
+            "induction_loss": hist["induction_loss"].tolist(), "develop_steps": steps}
+    dest.mkdir(parents=True, exist_ok=True)
+    index = list(hist["eval_step"])
+    for s in steps:
+        artifacts.save_params(dest / f"{_name(cfg)}-step{s}", hist["snapshots"][index.index(s)],
+                              config=mcfg, metadata={"train_settings": settings, "step": s})
+    return artifacts.save_params(dest / _name(cfg), hist["params"], config=mcfg, metadata=meta,
+                                 wall_time=float(hist["wall_time"]))
+
+
+def ship_checkpoint(cfg: CorpusConfig, work_dir=None, *, progress: bool = True) -> dict:
+    """Train ``cfg``'s model (resuming in ``work_dir``) and save it and its development snapshots
+    under ``data/checkpoints`` (+ provenance and the formation curves in the metadata)."""
+    work = Path(work_dir or common.CHECKPOINT_DIR.parent.parent / "_build" / "train" / _name(cfg))
+    return _save_all(cfg, common.CHECKPOINT_DIR, _train(cfg, work, progress))
 
 
 def load_model(cfg: CorpusConfig, work_dir=None, *, progress: bool = False):
-    """``(params, record)``: the shipped checkpoint if its training settings match ``cfg``, else
-    ``work_dir/model`` (trained now if absent, then saved so a rerun reuses it)."""
-    return common.load_model(_recipe(cfg), work_dir, use_shipped=cfg.use_shipped, progress=progress)
+    """``(params, record, snapshots)``: the shipped checkpoint if its training settings match
+    ``cfg``, else ``work_dir/model`` (trained now if absent); ``snapshots`` maps each development
+    step to its parameters. Every file is sha256-verified on load."""
+    settings = common.train_settings(cfg, _TRAIN_FIELDS)
+    base = common.CHECKPOINT_DIR
+    if not (cfg.use_shipped and (base / f"{_name(cfg)}.json").exists()
+            and artifacts.load_params(base / _name(cfg))[1]["metadata"].get("train_settings") == settings):
+        if work_dir is None:
+            raise ValueError("no shipped checkpoint matches cfg; pass work_dir= to train and keep one")
+        base = Path(work_dir) / "model"
+        if not (base / f"{_name(cfg)}.json").exists():
+            _save_all(cfg, base, _train(cfg, Path(work_dir), progress))
+    params, record = artifacts.load_params(base / _name(cfg))
+    snaps = {s: artifacts.load_params(base / f"{_name(cfg)}-step{s}")[0]
+             for s in record["metadata"]["develop_steps"]}
+    return params, record, snaps
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def _heads(key, cfg, params, probe, work: Path, *, nbeta=None, progress=False):
+    """One seed's `common.head_susceptibilities` on the probe windows (posterior data = probes)."""
+    return common.head_susceptibilities(
+        key, cfg if nbeta is None else dataclasses.replace(cfg, nbeta=nbeta), params,
+        model_config(cfg), {"tokens": jnp.asarray(probe)}, probe, work,
+        probe_chunk=cfg.probe_chunk, progress=progress,
+        sample_kwargs=dict(num_burnin=cfg.num_burnin, draw_loss="observable:probe"))
+
+
+def _sweep(cfg, params, probe, work: Path, progress: bool) -> np.ndarray:
+    """Loss traces ``[len(sweep_steps), chains, sweep_draws]`` of the unrestricted chain per ε."""
+    from .. import sample, sgld
+    from ..models.transformer import make_loss_fn
+    from ..sampling.observables import observable
+    loss_fn = make_loss_fn(model_config(cfg))
+    out = []
+    for i, eps in enumerate(cfg.sweep_steps):
+        r = sample(jax.random.key(10_000 + i), loss_fn, params, {"tokens": jnp.asarray(probe)},
+                   sampler=sgld(eps), nbeta=cfg.nbeta, gamma=cfg.gamma, num_chains=cfg.num_chains,
+                   num_draws=cfg.sweep_draws, batch_size=cfg.sample_batch, store_draws=False,
+                   observables={"probe": observable(loss_fn, {"tokens": jnp.asarray(probe)},
+                                                    chunk_size=cfg.probe_chunk)},
+                   draw_loss="observable:probe", num_batches=1,
+                   checkpoint_dir=work / f"sweep{i}", checkpoint_every=cfg.checkpoint_every,
+                   progress=progress)
+        out.append(np.asarray(r.loss))
+    return np.stack(out)
+
+
+def _cached(path: Path, compute):
+    """``compute()`` once: its dict of arrays is kept in ``path`` (finished stages survive a fault)."""
+    if path.exists():
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    out = {k: np.asarray(v) for k, v in compute().items()}
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, **out)
+    tmp.replace(path)
+    return out
+
+
+def _one_run(key, cfg, params, probe, work: Path, *, nbeta=None, progress=False) -> dict:
+    h = _heads(key, cfg, params, probe, work, nbeta=nbeta, progress=progress)
+    return {"chi": h.chi.value, "chi_se": h.chi.se, "Z": h.Z,
+            "restricted_loss": np.asarray(h.restricted.loss),          # [K, C, D] (L on the probes)
+            "full_loss": np.asarray(h.full.loss), "init_loss": np.float64(h.restricted.init_loss),
+            "seconds": np.float64(h.timings["sampling_s"])}
 
 
 @register("corpus-susceptibility", "corpus",
-          "per-token structural susceptibilities of every head on the stdlib corpus; heads × token classes, PCA")
+          "per-token structural susceptibilities of every head of a stdlib language model: seeds, "
+          "nβ = 0 control, development snapshots, heads × classes/subsets, PCA")
 def run_corpus_susceptibility(cfg: CorpusConfig, work_dir, *, progress: bool = True):
+    from ..stats.covariance import ess, rhat
+    from . import circuits
+    work = Path(work_dir)
     t0 = time.perf_counter()
-    params, record = load_model(cfg, work_dir, progress=progress)
+    params, record, snaps = load_model(cfg, work, progress=progress)
     t_model = time.perf_counter() - t0
     mcfg = model_config(cfg)
-    tr, ev = make_data(cfg)
-    probe_tok = ev["tokens"][:cfg.probe_sequences]
-    labels = probe_labels(probe_tok)                                         # [m, T], targets' classes
-    h = common.head_susceptibilities(jax.random.key(cfg.sample_seed), cfg, params, mcfg,
-                                     {"tokens": jnp.asarray(tr["tokens"][:cfg.sample_windows])},
-                                     probe_tok, work_dir, probe_chunk=cfg.probe_chunk, progress=progress)
-    hc, cnames, counts = circuits.heads_by_patterns(h.Z, labels.reshape(-1), LABELS)   # [K, classes]
-    arrays = {**common.chi_arrays(h), "probe_tokens": np.asarray(probe_tok),
-              "probe_labels": labels, "head_names": np.array(h.names),
-              "heads_by_classes": hc, "class_names": np.array(cnames), "class_counts": counts,
-              **common.posterior_arrays(h, scores=True),
-              "curve_step": np.asarray(record["metadata"]["curve_step"]),
-              "curve_loss": np.asarray(record["metadata"]["curve_loss"])}
-    summary = {"num_probe_tokens": int(h.Z.shape[0]), "init_loss": float(h.restricted.init_loss),
-               "class_counts": {c: int(n) for c, n in zip(cnames, counts)},
-               "pca_ratio": [p.explained_variance_ratio.tolist() for p in h.pcs],
-               "checkpoint_sha256": record["sha256"],
-               "timings": {"model_s": t_model, **h.timings}}
+    pw = probe_windows(cfg)
+    probe = pw["tokens"]
+    timings = {"model_s": t_model}
+    t = time.perf_counter()
+    sweep = _cached(work / "sweep.npz", lambda: {"loss": _sweep(cfg, params, probe, work, progress)})
+    timings["sweep_s"] = time.perf_counter() - t
+    seeds = []
+    for s in range(cfg.num_seeds):
+        key = jax.random.key(cfg.sample_seed + s)
+        seeds.append(_cached(work / f"seed{s}.npz",
+                             lambda: _one_run(key, cfg, params, probe, work / f"seed{s}", progress=progress)))
+    control = None
+    if cfg.control:
+        control = _cached(work / "control.npz", lambda: _one_run(
+            jax.random.key(cfg.sample_seed), cfg, params, probe, work / "control", nbeta=0.0,
+            progress=progress))
+    dev = {}
+    for step, p in sorted(snaps.items()):
+        dev[step] = _cached(work / f"develop{step}.npz", lambda: _one_run(
+            jax.random.key(cfg.sample_seed), cfg, p, probe, work / f"develop{step}", progress=progress))
+    # diagnostics per head: R̂ and ESS of φ_C's loss trace over all seeds' chains
+    traces = np.concatenate([r["restricted_loss"] for r in seeds], axis=1)   # [K, S·C, D]
+    names = circuits.head_names(mcfg)
+    meta = record["metadata"]
+    flat = lambda a: a.reshape(-1)                                            # noqa: E731
+    induction = flat(pw["token_class"]) == [k for k, v in LABELS.items() if v == "induction"][0]
+    abl = circuits.ablation_increase(params, probe, mcfg)
+    abl_ind = circuits.ablation_increase(params, probe, mcfg, mask=pw["token_class"] == 2)
+    arrays = {
+        "Z": np.stack([r["Z"] for r in seeds]), "chi": np.stack([r["chi"] for r in seeds]),
+        "chi_se": np.stack([r["chi_se"] for r in seeds]),
+        "restricted_loss": np.stack([r["restricted_loss"] for r in seeds]),
+        "full_loss": np.stack([r["full_loss"] for r in seeds]),
+        "init_loss": np.float64(seeds[0]["init_loss"]),
+        "rhat": np.array([rhat(traces[k]) for k in range(len(names))]).reshape(-1),
+        "ess": np.array([ess(traces[k]) for k in range(len(names))]).reshape(-1),
+        "head_names": np.array(names), "token_class": flat(pw["token_class"]).astype(np.int32),
+        "class_names": np.array([LABELS[k] for k in sorted(LABELS)]),
+        "subset": flat(pw["subset"]).astype(np.int32), "subset_names": np.array(SUBSETS),
+        "probe_tokens": probe, "probe_start": pw["start"], "is_induction": induction,
+        "ablation": abl, "ablation_induction": abl_ind,
+        "sweep_steps": np.array(cfg.sweep_steps), "sweep_loss": sweep["loss"],
+        "train_step": np.asarray(meta["curve_step"]), "train_loss": np.asarray(meta["curve_loss"]),
+        "eval_step": np.asarray(meta["eval_step"]), "eval_loss": np.asarray(meta["eval_loss"]),
+        "prefix_matching": np.asarray(meta["prefix_matching"]),
+        "induction_loss": np.asarray(meta["induction_loss"]),
+        "develop_steps": np.array(sorted(dev), dtype=np.int64).reshape(-1),
+    }
+    if control is not None:
+        arrays["Z_control"] = control["Z"]
+        arrays["chi_control"] = control["chi"]
+        arrays["chi_control_se"] = control["chi_se"]
+    if dev:
+        arrays["Z_develop"] = np.stack([dev[s]["Z"] for s in sorted(dev)])
+    timings.update({f"seed{s}_s": float(r["seconds"]) for s, r in enumerate(seeds)})
+    if control is not None:
+        timings["control_s"] = float(control["seconds"])
+    timings.update({f"develop{s}_s": float(r["seconds"]) for s, r in dev.items()})
+    summary = {"num_probe_tokens": int(probe.shape[0] * cfg.seq_len),
+               "num_params": int(sum(np.size(x) for x in jax.tree.leaves(params))),
+               "init_loss": float(seeds[0]["init_loss"]), "train_wall_s": meta["train_wall_s"],
+               "develop_steps": [int(s) for s in sorted(dev)],
+               "rhat_range": [float(arrays["rhat"].min()), float(arrays["rhat"].max())],
+               "checkpoint_sha256": record["sha256"], "timings": timings}
     return arrays, summary

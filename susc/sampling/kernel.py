@@ -118,9 +118,14 @@ def _center(ctx: Context):
 def _values(spec: KernelSpec, ctx: Context, cs: ChainState):
     """(loss, observables) of one chain at its current position."""
     full = combine(cs.position, ctx.rest)
-    loss = cs.loss if spec.draw_loss == "auto" else ctx.posterior.batch_loss(full)
     obs = {name: evaluate(fn, chunk, full, ctx.obs_data[name] if has else None)
            for name, fn, chunk, has in spec.observables}
+    if spec.draw_loss == "auto":
+        loss = cs.loss
+    elif spec.draw_loss == "full":
+        loss = ctx.posterior.batch_loss(full)
+    else:                                   # "observable:<name>": the mean of a recorded observable
+        loss = jnp.mean(obs[spec.draw_loss.split(":", 1)[1]])
     return loss, obs
 
 
@@ -279,11 +284,13 @@ def build_kernel(sampler: SamplingAlgorithm, *, observables=None, accumulate=Non
     """
     if not isinstance(sampler, SamplingAlgorithm):
         raise TypeError("sampler must be built by susc.sgld(step_size), susc.rmsprop_sgld(...) or susc.sgnht(...)")
-    if draw_loss not in ("auto", "full"):
-        raise ValueError(f"draw_loss must be 'auto' or 'full', got {draw_loss!r}")
+    obs = normalize(observables)
+    named = isinstance(draw_loss, str) and draw_loss.startswith("observable:")
+    if not (draw_loss in ("auto", "full") or (named and draw_loss.split(":", 1)[1] in obs)):
+        raise ValueError(f"draw_loss must be 'auto', 'full' or 'observable:<name>' with <name> one of "
+                         f"the observables {sorted(obs)}, got {draw_loss!r}")
     if on_divergence not in ("raise", "drop"):
         raise ValueError(f"on_divergence must be 'raise' or 'drop', got {on_divergence!r}")
-    obs = normalize(observables)
     spec = KernelSpec(sampler.init, sampler.step,
                       tuple((k, o.fn, o.chunk_size, o.data is not None) for k, o in obs.items()),
                       tuple(accumulate or ()), int(num_batches), int(steps_per_draw), draw_loss,

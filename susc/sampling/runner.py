@@ -115,7 +115,9 @@ def sample(key, loss_fn, params, data, *, sampler: SamplingAlgorithm, nbeta: flo
             read them with `susc.covariance_from_moments`.
         num_batches: batches of contiguous draws per chain in the streaming accumulators.
         draw_loss: "auto" records the loss the next step's gradient used (exact L_n when full batch,
-            a minibatch estimate otherwise); "full" evaluates L_n on all data at every draw.
+            a minibatch estimate otherwise); "full" evaluates L_n on all data at every draw;
+            "observable:<name>" records the mean of observable <name> (e.g. per-token losses on a
+            fixed probe set: an exact, minibatch-free L at no extra forward pass).
         checkpoint_dir, checkpoint_every: save a block folder every ``checkpoint_every`` draws;
             calling again with the same inputs resumes after the last saved block (bitwise).
         on_divergence: "raise" stops every chain at the first non-finite loss or gradient and raises
