@@ -28,6 +28,9 @@ def main(argv=None) -> int:
     r.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                    help="override a config field, e.g. --set num_draws=20 (value parsed as JSON)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--stage-seconds", type=float, default=None, metavar="S",
+                   help="stop at the next safe point after S seconds (state saved; exit code 3); "
+                        "rerun the same command to continue")
     args = parser.parse_args(argv)
 
     from . import config, experiments
@@ -45,12 +48,19 @@ def main(argv=None) -> int:
             overrides[field] = json.loads(value)
         except json.JSONDecodeError:
             overrides[field] = value
+    from .experiments.common import StageTimeout, set_deadline
+    set_deadline(args.stage_seconds)
     try:
         res = experiments.run(args.experiment, args.profile, root=args.out, force=args.force,
                               progress=not args.quiet, **overrides)
+    except StageTimeout as err:
+        print(f"stopped: {err}", file=sys.stderr)
+        return 3
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:
+        set_deadline(None)
     print(f"wrote {res.path} (profile {res.profile}, {res.record['timings']['total_s']:.1f} s)")
     print(json.dumps(res.summary, indent=2, default=str))
     return 0

@@ -26,11 +26,35 @@ from .. import artifacts
 from ..models.masks import component_masks
 from ..models.transformer import TransformerConfig, init_params, make_loss_fn
 
-__all__ = ["CHECKPOINT_DIR", "Recipe", "train_settings", "train_transformer", "ship_checkpoint",
+__all__ = ["CHECKPOINT_DIR", "StageTimeout", "set_deadline", "check_deadline", "Recipe", "train_settings", "train_transformer", "ship_checkpoint",
            "load_model", "per_layer_standardize", "HeadSusceptibilities", "head_susceptibilities",
            "chi_arrays", "posterior_arrays"]
 
 CHECKPOINT_DIR = Path(__file__).resolve().parents[2] / "data" / "checkpoints"
+
+
+class StageTimeout(RuntimeError):
+    """A run stopped at its stage deadline after saving its state; run it again to continue."""
+
+
+_DEADLINE: list = [None]
+
+
+def set_deadline(seconds: float | None) -> None:
+    """Stop long experiments ``seconds`` from now at the next safe point (None: no deadline).
+
+    Safe points are the ends of training chunks and sampling blocks, after their state is saved,
+    and the starts of cached stages; there `check_deadline` raises `StageTimeout`. The CLI sets
+    it with ``--stage-seconds`` so that a GPU job runs in resumable stages of bounded length.
+    """
+    _DEADLINE[0] = None if seconds is None else time.monotonic() + float(seconds)
+
+
+def check_deadline(*_args) -> None:
+    """Raise `StageTimeout` when past the deadline of `set_deadline` (a no-op without one)."""
+    if _DEADLINE[0] is not None and time.monotonic() > _DEADLINE[0]:
+        raise StageTimeout("stage deadline reached; the state is saved: run the same command "
+                           "again to continue")
 
 
 class Recipe(NamedTuple):
@@ -155,7 +179,7 @@ def head_susceptibilities(key, cfg, params, mcfg: TransformerConfig, data, probe
         batch_size=cfg.sample_batch, num_batches=cfg.num_batches, store_draws=False,
         probe_data={"tokens": jnp.asarray(probe_tokens)}, probe_chunk=probe_chunk,   # [m, T] losses
         checkpoint_dir=work_dir / "samples", checkpoint_every=cfg.checkpoint_every, progress=progress,
-        **(sample_kwargs or {}))
+        on_block=check_deadline, **(sample_kwargs or {}))
     wall = time.perf_counter() - t0
     shutil.rmtree(work_dir / "samples", ignore_errors=True)   # finished: the resume state is not needed
     restricted, full = chi.restricted, chi.full

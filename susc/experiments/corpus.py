@@ -53,11 +53,11 @@ _TRAIN_FIELDS = ("model", "vocab_size", "d_model", "d_head", "n_heads", "seq_len
     "corpus",
     tiny={},
     small={"model": "small", "d_model": 64, "d_head": 8, "n_heads": 8, "seq_len": 128,
-           "repeat_fraction": 0.5, "train_steps": 20000, "learning_rate": 5e-3, "warmup_steps": 200,
-           "snapshot_every": 500,
-           "num_seeds": 3, "num_chains": 2, "num_draws": 200, "num_burnin": 50,
-           "probe_sequences": 80, "probe_chunk": 16, "num_batches": 8, "checkpoint_every": 50,
-           "sweep_draws": 150},
+           "repeat_fraction": 0.5, "train_steps": 6000, "learning_rate": 5e-3, "warmup_steps": 200,
+           "snapshot_every": 250,
+           "num_seeds": 3, "num_chains": 2, "num_draws": 40, "num_burnin": 10,
+           "sample_batch": 16, "probe_sequences": 80, "probe_chunk": 16, "num_batches": 4,
+           "checkpoint_every": 20, "develop_draws": 20, "sweep_draws": 50},
     full={"model": "full", "vocab_size": None, "d_model": 256, "d_head": 32, "n_heads": 8,
           "seq_len": 1024, "num_train": 1800, "num_eval": 16, "train_steps": 20000, "train_batch": 16,
           "learning_rate": 1e-3, "warmup_steps": 1000, "snapshot_every": 1000, "num_seeds": 3,
@@ -67,9 +67,10 @@ _TRAIN_FIELDS = ("model", "vocab_size", "d_model", "d_head", "n_heads", "seq_len
 class CorpusConfig:
     """Sizes of the corpus experiment (class defaults = the ``tiny`` profile, a pipeline check).
 
-    ``small`` (2-core CPU, about an hour in all): 2 layers × 8 heads, d_model 64, context 128,
-    vocabulary 1024, 5000 AdamW steps of 32 windows; 3 sampler seeds × 2 chains × 200 draws after
-    50 burn-in steps, 80 × 128 = 10,240 probe tokens. ``full``: the paper's model (d_model 256,
+    ``small`` (2-core CPU: training 9 min, sampling about 40 min): 2 layers × 8 heads, d_model 64,
+    context 128, vocabulary 1024, 6000 AdamW steps of 32 windows; 3 sampler seeds × 2 chains × 40
+    draws after 10 burn-in steps (20 draws at each development snapshot), 80 × 128 = 10,240 probe
+    tokens. ``full``: the paper's model (d_model 256,
     context 1024, vocabulary 5000) on one GPU. ``vocab_size=None`` is the shipped 5000.
     """
 
@@ -97,7 +98,7 @@ class CorpusConfig:
     num_chains: int = 2
     num_draws: int = 30
     num_burnin: int = 10
-    sample_batch: int = 16               # probe windows per SGLD gradient
+    sample_batch: int = 4                # probe windows per SGLD gradient
     probe_sequences: int = 8             # probe windows (every target token is a probe)
     probe_chunk: int = 4                 # probe windows per forward pass (bounds the logits)
     num_batches: int = 4                 # batch-means groups per chain (standard errors)
@@ -105,6 +106,7 @@ class CorpusConfig:
     sample_seed: int = 0
     control: bool = True                 # the nβ = 0 run (Gaussian localizer only)
     develop: tuple = (0.1, 0.5, 0.9)     # snapshots where the in-context loss has fallen this far
+    develop_draws: int = 20              # draws per chain at each development snapshot
     sweep_steps: tuple = (3e-4, 1e-3, 3e-3)   # ε sweep: loss traces of the unrestricted chain
     sweep_draws: int = 30
     use_shipped: bool = True
@@ -122,9 +124,10 @@ def make_data(cfg: CorpusConfig) -> tuple[dict, dict]:
 
     A random ``repeat_fraction`` of the training windows (seeded by ``data_seed``) have their second
     half replaced by a copy of their first: natural text repeated verbatim. Copying is the one task
-    only an induction circuit solves, and the repeats make it form within a CPU budget (without
-    them a 2 × 8-head model on this corpus had no previous-token head after 2,750 steps, 11M
-    tokens). Evaluation and probe windows are never modified.
+    only an induction circuit solves, and the repeats make it form within a CPU budget (in our
+    trials with no repeats, or a quarter of the windows repeated, the 2 × 8-head ``small`` model
+    had no previous-token head after 2,000–2,750 steps). Evaluation and probe windows are never
+    modified.
     """
     tr = load_corpus(cfg.seq_len, cfg.num_train, split="train", vocab_size=cfg.vocab_size)
     if cfg.repeat_fraction > 0:
@@ -189,7 +192,7 @@ def _train(cfg: CorpusConfig, work_dir: Path, progress: bool):
     rep = formation.repeat_windows(ev["tokens"])
     return formation.train_with_snapshots(cfg, mcfg, tr["tokens"], ev["tokens"], rep,
                                           work_dir / "train", chunk=cfg.snapshot_every,
-                                          progress=progress)
+                                          on_chunk=common.check_deadline, progress=progress)
 
 
 def develop_steps(cfg: CorpusConfig, eval_step, induction_loss) -> list[int]:
@@ -282,6 +285,7 @@ def _cached(path: Path, compute):
     if path.exists():
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
+    common.check_deadline()
     out = {k: np.asarray(v) for k, v in compute().items()}
     tmp = path.with_name(path.stem + ".tmp.npz")
     np.savez(tmp, **out)
@@ -326,8 +330,10 @@ def run_corpus_susceptibility(cfg: CorpusConfig, work_dir, *, progress: bool = T
             progress=progress))
     dev = {}
     for step, p in sorted(snaps.items()):
+        dcfg = dataclasses.replace(cfg, num_draws=cfg.develop_draws,
+                                   num_batches=max(2, cfg.num_batches * cfg.develop_draws // cfg.num_draws))
         dev[step] = _cached(work / f"develop{step}.npz", lambda: _one_run(
-            jax.random.key(cfg.sample_seed), cfg, p, probe, work / f"develop{step}", progress=progress))
+            jax.random.key(cfg.sample_seed), dcfg, p, probe, work / f"develop{step}", progress=progress))
     # diagnostics per head: R̂ and ESS of φ_C's loss trace over all seeds' chains
     traces = np.concatenate([r["restricted_loss"] for r in seeds], axis=1)   # [K, S·C, D]
     names = circuits.head_names(mcfg)

@@ -66,14 +66,15 @@ def induction_readouts(params, tokens, cfg: TransformerConfig) -> dict:
 
 def train_with_snapshots(cfg, mcfg: TransformerConfig, train_tokens, eval_tokens, repeat_tokens,
                          work_dir, *, chunk: int, stop_at: int | None = None,
-                         progress: bool = False) -> dict:
+                         on_chunk=None, progress: bool = False) -> dict:
     """Train from ``key(cfg.init_seed)``, minibatch order from ``key(cfg.train_seed)``; resumable.
 
     Every ``chunk`` steps: the eval loss, the readouts on ``repeat_tokens`` and a float32 snapshot of
     the parameters are appended, and ``work_dir/train_state.npz`` (optimizer state, snapshots,
     history; replaced atomically) is rewritten: a rerun continues from the last finished chunk
     with identical results. ``stop_at`` ends the call after that step (a stage of a longer run;
-    call again to continue). Returns the history dict:
+    call again to continue); ``on_chunk(step)`` is called after each chunk's state is saved (an
+    exception there stops the run resumably). Returns the history dict:
     ``step``, ``loss`` (per step), ``eval_step``, ``eval_loss``, ``prefix_matching`` [S, L·H],
     ``induction_loss`` [S], ``snapshots`` (list of params) and ``wall_time``.
     """
@@ -148,6 +149,8 @@ def train_with_snapshots(cfg, mcfg: TransformerConfig, train_tokens, eval_tokens
         np.savez(tmp, snapshots=np.stack(snaps), history=np.array(json.dumps(hist)),
                  **{f"a{i}": np.asarray(a) for i, a in enumerate(jax.tree.leaves(carry))})
         os.replace(tmp, state_path)
+        if on_chunk is not None:
+            on_chunk(done)
         if bar is not None:
             bar.update(chunk)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", ind=f"{hist['induction_loss'][-1]:.2f}")
