@@ -163,3 +163,21 @@ def test_seed_z_is_standard_normal_for_calibrated_errors():
     truth, se_a, se_b = rng.normal(size=5000), rng.uniform(0.5, 2, 5000), rng.uniform(0.5, 2, 5000)
     z = structure.seed_z(truth + se_a * rng.normal(size=5000), se_a, truth + se_b * rng.normal(size=5000), se_b)
     assert abs(np.mean(z ** 2) - 1) < 4 * np.sqrt(2 / 5000)
+
+
+def test_stage_deadline_stops_training_resumably(tmp_path):
+    from susc.experiments import common
+    mcfg = TransformerConfig(vocab_size=40, n_layers=2, n_heads=2, d_model=8, d_head=4, context_length=8)
+    tr = np.random.default_rng(0).integers(0, 40, (16, 9)).astype(np.int32)
+    rep = formation.repeat_windows(tr[:4])
+    common.set_deadline(0.0)
+    try:
+        with pytest.raises(common.StageTimeout):
+            formation.train_with_snapshots(_Train(), mcfg, tr, tr[:4], rep, tmp_path, chunk=2,
+                                           on_chunk=common.check_deadline)
+    finally:
+        common.set_deadline(None)
+    common.check_deadline()                                     # no deadline: a no-op
+    done = formation.train_with_snapshots(_Train(), mcfg, tr, tr[:4], rep, tmp_path, chunk=2)
+    ref = formation.train_with_snapshots(_Train(), mcfg, tr, tr[:4], rep, tmp_path / "r", chunk=2)
+    np.testing.assert_array_equal(done["loss"], ref["loss"])

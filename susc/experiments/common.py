@@ -179,7 +179,7 @@ def head_susceptibilities(key, cfg, params, mcfg: TransformerConfig, data, probe
         batch_size=cfg.sample_batch, num_batches=cfg.num_batches, store_draws=False,
         probe_data={"tokens": jnp.asarray(probe_tokens)}, probe_chunk=probe_chunk,   # [m, T] losses
         checkpoint_dir=work_dir / "samples", checkpoint_every=cfg.checkpoint_every, progress=progress,
-        on_block=check_deadline, **(sample_kwargs or {}))
+        **({} if _DEADLINE[0] is None else {"on_block": check_deadline}), **(sample_kwargs or {}))
     wall = time.perf_counter() - t0
     shutil.rmtree(work_dir / "samples", ignore_errors=True)   # finished: the resume state is not needed
     restricted, full = chi.restricted, chi.full
