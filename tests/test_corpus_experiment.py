@@ -64,7 +64,7 @@ def test_corpus_experiment_end_to_end(tmp_path):
     assert not np.allclose(a["Z"][0], a["Z"][1]) and not np.allclose(a["Z"][0], a["Z_control"])
     # per-layer standardization: each layer's block is row-centred, in every seed
     for l in range(2):
-        np.testing.assert_allclose(a["Z"][:, :, l * H:(l + 1) * H].sum(axis=2), 0, atol=1e-9)
+        np.testing.assert_allclose(a["Z"][:, :, l * H:(l + 1) * H].sum(axis=2), 0, atol=1e-5)
     # L at each draw is the probe-set mean: the restricted traces start near L(w*)
     assert abs(a["restricted_loss"][..., 0].mean() - a["init_loss"]) < 0.5
     again = experiments.load_results("corpus-susceptibility", "tiny", tmp_path)

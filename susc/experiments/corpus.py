@@ -368,6 +368,11 @@ def run_corpus_susceptibility(cfg: CorpusConfig, work_dir, *, progress: bool = T
         arrays["chi_control_se"] = control["chi_se"]
     if dev:
         arrays["Z_develop"] = np.stack([dev[s]["Z"] for s in sorted(dev)])
+    # the [tokens × heads] matrices in float32: 7 significant digits are far below their
+    # Monte-Carlo error, and the shipped file is half the size
+    for k in ("Z", "chi", "chi_se", "Z_control", "chi_control", "chi_control_se", "Z_develop"):
+        if k in arrays:
+            arrays[k] = np.asarray(arrays[k], np.float32)
     timings.update({f"seed{s}_s": float(r["seconds"]) for s, r in enumerate(seeds)})
     if control is not None:
         timings["control_s"] = float(control["seconds"])
