@@ -83,7 +83,9 @@ SIZES = {
         ],
         "corpus": dict(profile="full",
                        overrides=dict(num_draws=10, checkpoint_every=10, num_batches=5,
-                                      train_steps=50, warmup_steps=5),
+                                      train_steps=50, warmup_steps=5, snapshot_every=25,
+                                      num_seeds=1, num_burnin=0, control=False, develop=[],
+                                      sweep_steps=[]),
                        fallback=dict(num_chains=1)),   # if 16 heads × 4 chains do not fit in memory
     },
     "tiny": {
@@ -94,10 +96,12 @@ SIZES = {
             dict(name="tiny", profile="tiny", k=8, n=16, batch=4, probe=2, probe_chunk=1, chains=2, draws=10,
                  **CORPUS_SGLD),
         ],
-        # The tiny profile's training settings match the shipped checkpoint: no training.
+        # The tiny corpus model trains in seconds inside the experiment.
         "corpus": dict(profile="tiny",
-                       overrides=dict(num_eval=8, probe_sequences=4, probe_chunk=2, num_chains=1, num_draws=8,
-                                      num_batches=2, checkpoint_every=8, sample_windows=64),
+                       overrides=dict(probe_sequences=4, probe_chunk=2, sample_batch=2, num_chains=1,
+                                      num_draws=8, num_batches=2, checkpoint_every=8, train_steps=50,
+                                      warmup_steps=5, snapshot_every=25, num_seeds=1, num_burnin=0,
+                                      control=False, develop=[], sweep_steps=[]),
                        fallback=None),
     },
 }
