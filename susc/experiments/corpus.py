@@ -342,7 +342,7 @@ def run_corpus_susceptibility(cfg: CorpusConfig, work_dir, *, progress: bool = T
     flat = lambda a: a.reshape(-1)                                            # noqa: E731
     induction = flat(pw["token_class"]) == [k for k, v in LABELS.items() if v == "induction"][0]
     abl = circuits.ablation_increase(params, probe, mcfg)
-    abl_ind = circuits.ablation_increase(params, probe, mcfg, mask=pw["token_class"] == 2)
+    abl_ind = circuits.ablation_increase(params, probe, mcfg, mask=induction.reshape(pw["token_class"].shape))
     arrays = {
         "Z": np.stack([r["Z"] for r in seeds]), "chi": np.stack([r["chi"] for r in seeds]),
         "chi_se": np.stack([r["chi_se"] for r in seeds]),
