@@ -13,7 +13,8 @@ from susc.experiments import corpus
 # The tiny model trains in seconds; tiny sampling.
 SMALL = dict(train_steps=100, snapshot_every=25, warmup_steps=10, probe_sequences=4, probe_chunk=2,
              sample_batch=2, num_seeds=2, num_chains=2, num_draws=8, num_burnin=2, num_batches=2,
-             checkpoint_every=4, develop_draws=4, sweep_draws=4)
+             checkpoint_every=4, develop_draws=4, sweep_draws=4, response_draws=4,
+             response_burnin=2)
 
 
 def _brute_force_induction(row):
@@ -67,5 +68,10 @@ def test_corpus_experiment_end_to_end(tmp_path):
         np.testing.assert_allclose(a["Z"][:, :, l * H:(l + 1) * H].sum(axis=2), 0, atol=1e-5)
     # L at each draw is the probe-set mean: the restricted traces start near L(w*)
     assert abs(a["restricted_loss"][..., 0].mean() - a["init_loss"]) < 0.5
+    # the finite-difference oracle stage: one estimate per (subset, head), finite
+    R = len(cfg.response_subsets)
+    for k in ("fd", "fd_se", "chi", "chi_se", "delta_mean"):
+        assert a[f"response_{k}"].shape == (R, K) and np.all(np.isfinite(a[f"response_{k}"]))
+    assert a["chi_restricted"].shape == (K, N)
     again = experiments.load_results("corpus-susceptibility", "tiny", tmp_path)
     np.testing.assert_array_equal(again.arrays["Z"], a["Z"])

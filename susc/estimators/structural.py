@@ -19,6 +19,10 @@ with E_C over the restricted chain and the centring term from an unrestricted (f
 (``centering="restricted"``). L is the draw's training loss (``result.loss``). The δ-function makes
 this the renormalized Z_full/Z_C · χ^C_xy: magnitudes carry a component-dependent (token-independent)
 factor, so compare components only after column z-scoring (`standardize`), which removes it.
+The two centrings differ by E_C[φ_C]·(E_C − E_full)[ℓ_xy − L], a product of posterior means; only
+the restricted one is a covariance whose nβ multiple is the response of E_C[φ_C] to reweighted data
+(checked by finite differences in `susc.experiments.response`). On the book's corpus model the
+offset dominates (chapter 13).
 Sign after standardization: **negative ⇒ the component expresses** the continuation y|x,
 positive ⇒ suppresses.
 

@@ -57,6 +57,11 @@ def check_deadline(*_args) -> None:
                            "again to continue")
 
 
+def deadline_kwargs() -> dict:
+    """``{"on_block": check_deadline}`` for `susc.sample` when a deadline is set, else ``{}``."""
+    return {} if _DEADLINE[0] is None else {"on_block": check_deadline}
+
+
 class Recipe(NamedTuple):
     """One config's model: checkpoint ``name``, ``mcfg``, the ``settings`` a shipped record must
     match, and ``train(progress) -> (params, history)``."""
@@ -179,7 +184,7 @@ def head_susceptibilities(key, cfg, params, mcfg: TransformerConfig, data, probe
         batch_size=cfg.sample_batch, num_batches=cfg.num_batches, store_draws=False,
         probe_data={"tokens": jnp.asarray(probe_tokens)}, probe_chunk=probe_chunk,   # [m, T] losses
         checkpoint_dir=work_dir / "samples", checkpoint_every=cfg.checkpoint_every, progress=progress,
-        **({} if _DEADLINE[0] is None else {"on_block": check_deadline}), **(sample_kwargs or {}))
+        **deadline_kwargs(), **(sample_kwargs or {}))
     wall = time.perf_counter() - t0
     shutil.rmtree(work_dir / "samples", ignore_errors=True)   # finished: the resume state is not needed
     restricted, full = chi.restricted, chi.full
