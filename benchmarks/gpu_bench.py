@@ -85,7 +85,7 @@ SIZES = {
                        overrides=dict(num_draws=10, checkpoint_every=10, num_batches=5,
                                       train_steps=50, warmup_steps=5, snapshot_every=25,
                                       num_seeds=1, num_burnin=0, control=False, develop=[],
-                                      sweep_steps=[]),
+                                      sweep_steps=[], response_subsets=[]),
                        fallback=dict(num_chains=1)),   # if 16 heads × 4 chains do not fit in memory
     },
     "tiny": {
@@ -101,7 +101,8 @@ SIZES = {
                        overrides=dict(probe_sequences=4, probe_chunk=2, sample_batch=2, num_chains=1,
                                       num_draws=8, num_batches=2, checkpoint_every=8, train_steps=50,
                                       warmup_steps=5, snapshot_every=25, num_seeds=1, num_burnin=0,
-                                      control=False, develop=[], sweep_steps=[]),
+                                      control=False, develop=[], sweep_steps=[],
+                                      response_subsets=[]),
                        fallback=None),
     },
 }
