@@ -84,8 +84,10 @@ def train(key: jax.Array, loss_fn: Callable, params: Any, data: Any, *, num_step
         batch_size: minibatch size; ``None`` (or >= n) uses the full data every step.
         optimizer: an optax transformation; default ``adamw(learning_rate, num_steps=num_steps)``
             (warmup-free cosine decay, weight decay 0.05, grad-norm clip 1).
-        weights: optional per-sample ρ of shape ``(n,)`` (nonnegative, not all 0): minimizes
-            Σρℓ/Σρ instead of the mean loss.
+        weights: optional per-sample ρ of shape ``(n,)``, or per-token ρ of the shape of the
+            per-token losses of all data (e.g. ``(n, T)``: patterning weights that target token
+            classes); nonnegative, not all 0. Minimizes Σρℓ/Σρ instead of the mean loss, with the
+            same minibatch order as the unweighted run (``key`` alone sets it).
         chunk_size: steps per jitted ``lax.scan`` call (progress and eval happen between chunks);
             a ragged last chunk is padded with no-op steps so one program serves every chunk
             (pick a divisor of ``num_steps`` to waste no compute).
@@ -111,8 +113,15 @@ def train(key: jax.Array, loss_fn: Callable, params: Any, data: Any, *, num_step
         rho = None
     else:
         rho = jnp.asarray(weights, dtype=jnp.float32)
-        if rho.shape != (n,):
-            raise ValueError(f"weights must have shape (n,) = ({n},), got {rho.shape}")
+        if rho.ndim < 1 or rho.shape[0] != n:
+            raise ValueError(f"weights must have shape (n,) = ({n},) or the per-token loss shape "
+                             f"(n, ...), got {rho.shape}")
+        if rho.ndim > 1:
+            first = jax.tree.map(lambda a: a[:1], data)
+            out = jax.eval_shape(lambda p, b: loss_fn(p, b), params, first).shape
+            if rho.shape[1:] != tuple(out[1:]):
+                raise ValueError(f"per-token weights must have the per-token loss shape "
+                                 f"(n, {', '.join(map(str, out[1:]))}), got {rho.shape}")
         if bool(jnp.any(rho < 0)) or float(jnp.sum(rho)) <= 0:
             raise ValueError("weights must be nonnegative with a positive sum")
         rho = rho / jnp.mean(rho)  # fixed full-data normalizer: minibatch means stay unbiased
@@ -123,6 +132,8 @@ def train(key: jax.Array, loss_fn: Callable, params: Any, data: Any, *, num_step
     # baked into the compiled program).
     def objective(p, idx, data, rho):
         batch = jax.tree.map(lambda a: a[idx], data)
+        if rho is not None and rho.ndim > 1:                       # per-token ρ
+            return jnp.mean(loss_fn(p, batch) * rho[idx])
         per_example = example_losses(loss_fn, p, batch)            # [B]
         if rho is not None:
             per_example = per_example * rho[idx]

@@ -193,6 +193,33 @@ def test_weighted_training_and_padded_chunks():
         train(jax.random.key(0), loss_fn, p0, {"tokens": tokens}, weights=jnp.ones(3), num_steps=3, **kw)
 
 
+def test_per_token_weights_weigh_tokens_and_keep_the_batch_order():
+    """Per-token ρ [n, T]: the objective is Σρℓ/Σρ over tokens (oracle: the hand-computed
+    weighted mean at step 1); per-row constant ρ equals per-sample ρ (same minibatch order)."""
+    tokens = random_tokens(jax.random.key(13), 12, 9)
+    loss_fn = make_loss_fn(CFG)
+    p0 = init_params(jax.random.key(14), CFG)
+    kw = dict(optimizer=optax.sgd(0.3), batch_size=4, chunk_size=2, num_steps=4, progress=False)
+    T = tokens.shape[1] - 1
+    rho_tok = jnp.ones((12, T)).at[:, : T // 2].set(3.0)          # first half of every window
+    pt, ht = train(jax.random.key(0), loss_fn, p0, {"tokens": tokens}, weights=rho_tok, **kw)
+    per = np.asarray(losses_of(p0, {"tokens": tokens}, CFG))        # [n, T]
+    w = np.asarray(rho_tok) / np.asarray(rho_tok).mean()
+    # step 1's batch: the same permutation train() draws for epoch 0
+    idx = np.asarray(jax.random.permutation(jax.random.fold_in(jax.random.key(0), 0), 12))[:4]
+    assert abs(ht["loss"][0] - np.mean(per[idx] * w[idx])) < 1e-5
+    rho_row = jnp.linspace(0.5, 2.0, 12)
+    pr, hr = train(jax.random.key(0), loss_fn, p0, {"tokens": tokens}, weights=rho_row, **kw)
+    pb, hb = train(jax.random.key(0), loss_fn, p0, {"tokens": tokens},
+                   weights=jnp.repeat(rho_row[:, None], T, axis=1), **kw)
+    np.testing.assert_allclose(hr["loss"], hb["loss"], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(pr), jax.tree.leaves(pb)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="per-token loss shape"):
+        train(jax.random.key(0), loss_fn, p0, {"tokens": tokens}, weights=jnp.ones((12, T + 1)),
+              **kw)
+
+
 def test_minibatch_training_is_deterministic_given_key():
     data = {"tokens": random_tokens(jax.random.key(11), 20, 9)}
     loss_fn = make_loss_fn(CFG)
