@@ -94,6 +94,24 @@ def test_train_with_snapshots_resumes_bitwise(tmp_path):
     np.testing.assert_array_equal(part["loss"], full["loss"])
     for a, b in zip(full["snapshots"], part["snapshots"]):
         np.testing.assert_array_equal(flat(a), flat(b))
+    # snapshots are files written once; the state file does not carry them
+    assert sorted(f.name for f in (tmp_path / "b" / "snapshots").iterdir()) == [
+        f"step{s:07d}.npy" for s in (0, 2, 4, 6)]
+    with np.load(tmp_path / "b" / "train_state.npz") as z:
+        assert "snapshots" not in z.files
+    # a state of the older layout (snapshots inside the npz) resumes identically
+    formation.train_with_snapshots(_Train(), mcfg, tr, ev, rep, tmp_path / "c", chunk=2, stop_at=4)
+    c = tmp_path / "c"
+    with np.load(c / "train_state.npz") as z:
+        old = {k: z[k] for k in z.files}
+    old["snapshots"] = np.stack([np.load(f) for f in sorted((c / "snapshots").iterdir())])
+    np.savez(c / "train_state.npz", **old)
+    for f in (c / "snapshots").iterdir():
+        f.unlink()
+    mig = formation.train_with_snapshots(_Train(), mcfg, tr, ev, rep, c, chunk=2)
+    np.testing.assert_array_equal(flat(full["params"]), flat(mig["params"]))
+    for a, b in zip(full["snapshots"], mig["snapshots"]):
+        np.testing.assert_array_equal(flat(a), flat(b))
 
 
 def test_draw_loss_can_be_the_mean_of_an_observable():

@@ -70,9 +70,10 @@ def train_with_snapshots(cfg, mcfg: TransformerConfig, train_tokens, eval_tokens
     """Train from ``key(cfg.init_seed)``, minibatch order from ``key(cfg.train_seed)``; resumable.
 
     Every ``chunk`` steps: the eval loss, the readouts on ``repeat_tokens`` and a float32 snapshot of
-    the parameters are appended, and ``work_dir/train_state.npz`` (optimizer state, snapshots,
-    history; replaced atomically) is rewritten: a rerun continues from the last finished chunk
-    with identical results. ``stop_at`` ends the call after that step (a stage of a longer run;
+    the parameters are appended. The snapshot is written once, to ``work_dir/snapshots/step<k>.npy``,
+    then ``work_dir/train_state.npz`` (optimizer state and history, which lists the snapshots) is
+    replaced atomically: a rerun continues from the last finished chunk with identical results, and
+    a chunk's I/O does not grow with the number of snapshots already taken. ``stop_at`` ends the call after that step (a stage of a longer run;
     call again to continue); ``on_chunk(step)`` is called after each chunk's state is saved (an
     exception there stops the run resumably). Returns the history dict:
     ``step``, ``loss`` (per step), ``eval_step``, ``eval_loss``, ``prefix_matching`` [S, L·H],
@@ -105,15 +106,27 @@ def train_with_snapshots(cfg, mcfg: TransformerConfig, train_tokens, eval_tokens
     read_fn = jax.jit(lambda p, d: induction_readouts(p, d, mcfg))
     params = init_params(jax.random.key(cfg.init_seed), mcfg)
     leaves0, treedef = jax.tree.flatten((params, opt.init(params)))
-    state_path = work / "train_state.npz"
+    state_path, snap_dir = work / "train_state.npz", work / "snapshots"
+    snap_dir.mkdir(exist_ok=True)
     hist = {"loss": [], "eval_step": [], "eval_loss": [], "prefix_matching": [],
             "induction_loss": [], "wall_time": 0.0}
     snaps = []
-    if state_path.exists():                       # one file, replaced atomically: always consistent
+
+    def keep(step, flat):                         # written before the state that lists it
+        tmp = snap_dir / f"step{step:07d}.tmp.npy"
+        np.save(tmp, flat)
+        os.replace(tmp, snap_dir / f"step{step:07d}.npy")
+        snaps.append(flat)
+
+    if state_path.exists():                       # replaced atomically: always consistent
         with np.load(state_path) as z:
             leaves0 = [jnp.asarray(z[f"a{i}"]) for i in range(len(leaves0))]
-            snaps = list(z["snapshots"])
             hist = json.loads(str(z["history"]))
+            if "snapshots" in z.files:            # the older layout kept them inside: move out
+                for step, flat in zip(hist["eval_step"], z["snapshots"]):
+                    keep(step, np.asarray(flat))
+        if not snaps:
+            snaps = [np.load(snap_dir / f"step{s:07d}.npy") for s in hist["eval_step"]]
     carry = jax.tree.unflatten(treedef, leaves0)
     # step 0 readouts (the initialization) are part of the curve
     if not hist["eval_step"]:
@@ -123,7 +136,7 @@ def train_with_snapshots(cfg, mcfg: TransformerConfig, train_tokens, eval_tokens
         r = read_fn(p0, repeat_tokens)
         hist["prefix_matching"].append(np.asarray(r["prefix_matching"]).tolist())
         hist["induction_loss"].append(float(r["induction_loss"]))
-        snaps.append(np.asarray(ravel_pytree(p0)[0]))
+        keep(0, np.asarray(ravel_pytree(p0)[0]))
     done = hist["eval_step"][-1]
     bar = None
     if progress:
@@ -143,10 +156,10 @@ def train_with_snapshots(cfg, mcfg: TransformerConfig, train_tokens, eval_tokens
         hist["eval_loss"].append(float(eval_fn(carry[0], eval_tokens)))
         hist["prefix_matching"].append(np.asarray(r["prefix_matching"]).tolist())
         hist["induction_loss"].append(float(r["induction_loss"]))
-        snaps.append(np.asarray(ravel_pytree(carry[0])[0]))
+        keep(done, np.asarray(ravel_pytree(carry[0])[0]))
         hist["wall_time"] += time.perf_counter() - t0
         tmp = work / "train_state.tmp.npz"
-        np.savez(tmp, snapshots=np.stack(snaps), history=np.array(json.dumps(hist)),
+        np.savez(tmp, history=np.array(json.dumps(hist)),
                  **{f"a{i}": np.asarray(a) for i, a in enumerate(jax.tree.leaves(carry))})
         os.replace(tmp, state_path)
         if on_chunk is not None:
