@@ -83,7 +83,7 @@ def register(name: str, config_name: str, description: str):
 
 def _load_modules():
     from . import transformer  # noqa: F401  (registers the transformer experiments)
-    from . import corpus  # noqa: F401
+    from . import corpus_run  # noqa: F401  (imports corpus: its config)
     from . import attribution  # noqa: F401
     from . import token_influence  # noqa: F401
 

@@ -57,6 +57,20 @@ def check_deadline(*_args) -> None:
                            "again to continue")
 
 
+def cached_stage(path: Path, compute: Callable[[], dict]) -> dict:
+    """``compute()`` once: its dict of arrays is kept in ``path`` (finished stages survive a fault
+    or a stage deadline, which is checked before computing)."""
+    if path.exists():
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    check_deadline()
+    out = {k: np.asarray(v) for k, v in compute().items()}
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, **out)
+    tmp.replace(path)
+    return out
+
+
 def deadline_kwargs() -> dict:
     """``{"on_block": check_deadline}`` for `susc.sample` when a deadline is set, else ``{}``."""
     return {} if _DEADLINE[0] is None else {"on_block": check_deadline}

@@ -56,7 +56,7 @@ def origin_slope(x, sx, y, sy, *, k: float = 4.0, inflate: bool = False,
         x, sx, y, sy: values and standard errors (any shapes, flattened; equal sizes).
         k: the interval is {b : χ²(b) − χ²_min ≤ k²}.
         inflate: scale all errors by the Birge ratio √(χ²_min / (n − 1)) when it exceeds 1.
-        bounds: the slopes searched (default: ±10 × the largest |y|/|x| ratio of the robust bulk).
+        bounds: the slopes searched (default: ±(10 r + 10), r = median|y| / median|x|).
 
     Returns:
         `OriginSlope`; ``lo``/``hi`` are ±inf when the interval reaches the search bounds.
