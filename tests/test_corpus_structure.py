@@ -199,3 +199,15 @@ def test_stage_deadline_stops_training_resumably(tmp_path):
     done = formation.train_with_snapshots(_Train(), mcfg, tr, tr[:4], rep, tmp_path, chunk=2)
     ref = formation.train_with_snapshots(_Train(), mcfg, tr, tr[:4], rep, tmp_path / "r", chunk=2)
     np.testing.assert_array_equal(done["loss"], ref["loss"])
+
+
+def test_crossing_step_interpolates_and_censors():
+    steps = np.array([0, 50, 100, 150])
+    y = np.array([0.05, 0.1, 0.3, 0.35])
+    assert formation.crossing_step(steps, y, 0.2) == pytest.approx(75.0)
+    assert formation.crossing_step(steps, y, 0.04) == 0.0
+    assert formation.crossing_step(steps, y, 0.5) == float("inf")
+    # first crossing, not the last
+    assert formation.crossing_step(steps, np.array([0.0, 1.0, 0.0, 1.0]), 0.5) == pytest.approx(25.0)
+    with pytest.raises(ValueError, match="1-D"):
+        formation.crossing_step(steps, y[:3], 0.2)

@@ -144,3 +144,36 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="total weight"):
         patterning.retrain_weighted(lambda w, b: b["y"] * w, jnp.zeros(()), {"y": jnp.ones(3)},
                                     -np.ones(3), optimizer=optax.sgd(0.1), steps=1)
+
+
+def test_reweighting_max_change_sets_alpha():
+    _, chi = exact_chi(*problem(), beta=NBETA / 40)
+    dmu = np.array([1.0, -0.5, 0.2])
+    for a in (0.25, 1.0):
+        rw = patterning.reweighting(chi, dmu, max_change=a, nbeta=NBETA)
+        assert np.max(np.abs(rw.weights - 1)) == pytest.approx(a, rel=1e-12)
+        same = patterning.reweighting(chi, dmu, alpha=a / np.max(np.abs(rw.scores)), nbeta=NBETA)
+        np.testing.assert_allclose(same.weights, rw.weights, rtol=1e-12)
+        assert rw.frac_negative == 0.0 and abs(rw.mass_change) < 1e-9
+    # the opposite target moves every weight the other way about 1
+    up = patterning.reweighting(chi[:1], np.array([1.0]), max_change=0.5).weights
+    down = patterning.reweighting(chi[:1], np.array([-1.0]), max_change=0.5).weights
+    np.testing.assert_allclose(up - 1, -(down - 1), atol=1e-12)
+    with pytest.raises(ValueError, match="exactly one"):
+        patterning.reweighting(chi, dmu, alpha=1.0, max_change=1.0)
+    with pytest.raises(ValueError, match="exactly one"):
+        patterning.reweighting(chi, dmu)
+    with pytest.raises(ValueError, match="max_change"):
+        patterning.reweighting(chi, dmu, max_change=0.0)
+
+
+def test_random_reweighting_matches_norm_and_mass():
+    rho = 1 + 0.3 * np.sin(np.arange(200.0))
+    rho -= rho.mean() - 1
+    r = patterning.random_reweighting(jax.random.key(3), rho)
+    assert np.linalg.norm(r - 1) == pytest.approx(np.linalg.norm(rho - 1), rel=1e-12)
+    assert abs(r.sum() - r.size) < 1e-9 and np.all(r >= 0)
+    np.testing.assert_array_equal(r, patterning.random_reweighting(jax.random.key(3), rho))
+    assert abs(np.corrcoef(r, rho)[0, 1]) < 4 / np.sqrt(rho.size)   # an independent direction
+    with pytest.raises(ValueError, match="negative"):
+        patterning.random_reweighting(jax.random.key(3), 1 + 40 * (rho - 1))

@@ -24,8 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-__all__ = ["PatterningSolution", "Reweighting", "solve", "reweighting", "predicted_shift", "verify",
-           "retrain_weighted"]
+__all__ = ["PatterningSolution", "Reweighting", "solve", "reweighting", "predicted_shift",
+           "random_reweighting", "verify", "retrain_weighted"]
 
 
 class PatterningSolution(NamedTuple):
@@ -92,9 +92,13 @@ def predicted_shift(chi, weights, nbeta: float, n: int | None = None) -> np.ndar
     return (float(nbeta) / n) * chi @ (rho - 1.0)
 
 
-def reweighting(chi_hat, dmu, *, alpha: float, nbeta: float | None = None,
-                rcond: float | None = None) -> Reweighting:
+def reweighting(chi_hat, dmu, *, alpha: float | None = None, max_change: float | None = None,
+                nbeta: float | None = None, rcond: float | None = None) -> Reweighting:
     """Patterning weights ``ρ_j = 1 + α (χ̂† dμ)_j`` (PiP eqs. 13–14).
+
+    Give exactly one of ``alpha`` and ``max_change``: the latter sets α = max_change / max_j |s_j|,
+    so that ``max_j |ρ_j − 1| = max_change`` (``max_change ≤ 1`` keeps every weight ≥ 0: a
+    reweighting that retraining with nonnegative weights can realize without PiP's label swap).
 
     ``chi_hat`` is the centred per-sample susceptibility matrix [k, n], χ̂_ij = -Cov[φ_i, ℓ_j - L_n].
     With s = χ̂† dμ, dρ = α s and the first-order shift is ``dμ_pred = β χ̂ dρ = αβ χ̂ s`` (β = nβ/n,
@@ -103,11 +107,42 @@ def reweighting(chi_hat, dmu, *, alpha: float, nbeta: float | None = None,
     α is outside the regime where reweighting is a probability measure; PiP swap labels there.
     """
     chi, dmu = _as_chi(chi_hat, dmu, "chi_hat")
+    if (alpha is None) == (max_change is None):
+        raise ValueError("give exactly one of `alpha` (the step α) and `max_change` "
+                         "(max_j |ρ_j − 1|, which sets α).")
     s = np.linalg.lstsq(chi, dmu, rcond=rcond)[0]
+    if max_change is not None:
+        if not max_change > 0:
+            raise ValueError(f"`max_change` must be positive; got {max_change!r}.")
+        peak = float(np.max(np.abs(s)))
+        if peak == 0:
+            raise ValueError("χ̂† dμ is zero (dμ ⟂ im χ̂): no reweighting moves these coordinates.")
+        alpha = float(max_change) / peak
     rho = 1.0 + float(alpha) * s
     pred = None if nbeta is None else predicted_shift(chi, rho, nbeta)
     return Reweighting(weights=rho, scores=s, predicted_shift=pred, mean_weight=float(rho.mean()),
                        frac_negative=float(np.mean(rho < 0)), mass_change=float(rho.sum() - rho.size))
+
+
+def random_reweighting(key, like, *, centred: bool = True) -> np.ndarray:
+    """A random-direction control for a reweighting ``like`` = ρ: ``1 + r`` with r Gaussian,
+    centred (Σr = 0, mass preserved) when ``centred``, and ‖r‖ = ‖ρ − 1‖.
+
+    A patterning claim should beat this control: same size of data change, no susceptibility in
+    its direction (its predicted shift β χ̂ r is ≈ 0 up to ‖χ̂‖‖r‖/√n). Raises when the draw has a
+    negative weight (pick another key or a smaller ρ − 1).
+    """
+    like = np.asarray(like, dtype=np.float64)
+    if like.ndim != 1:
+        raise ValueError(f"`like` must be a 1-D weight vector ρ; got shape {like.shape}.")
+    r = np.asarray(jax.random.normal(key, like.shape), dtype=np.float64)
+    if centred:
+        r -= r.mean()
+    r *= np.linalg.norm(like - 1.0) / np.linalg.norm(r)
+    if np.any(1.0 + r < 0):
+        raise ValueError("the random control has negative weights at this norm; use a smaller "
+                         "reweighting or another key.")
+    return 1.0 + r
 
 
 def verify(mu_fn: Callable, weights, predicted, *, names: Sequence[str] | None = None) -> dict:

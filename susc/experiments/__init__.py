@@ -86,6 +86,7 @@ def _load_modules():
     from . import corpus_run  # noqa: F401  (imports corpus: its config)
     from . import attribution  # noqa: F401
     from . import token_influence  # noqa: F401
+    from . import circuit_patterning_run  # noqa: F401  (imports circuit_patterning: its config)
 
 
 def get(name: str) -> Experiment:

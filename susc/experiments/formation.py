@@ -28,7 +28,8 @@ from jax.flatten_util import ravel_pytree
 
 from ..models.transformer import TransformerConfig, attention_patterns, init_params, make_loss_fn
 
-__all__ = ["repeated_sequences", "repeat_windows", "induction_readouts", "train_with_snapshots", "formation_step"]
+__all__ = ["repeated_sequences", "repeat_windows", "induction_readouts", "train_with_snapshots", "formation_step",
+           "crossing_step"]
 
 
 def repeated_sequences(key, num: int, half: int, vocab_size: int, *, low: int = 256) -> np.ndarray:
@@ -184,3 +185,23 @@ def formation_step(steps, induction_loss, *, fraction: float = 0.5) -> int:
     target = y[0] + fraction * (y[-1] - y[0])
     hit = np.nonzero((y - target) * np.sign(y[-1] - y[0]) >= 0)[0]
     return int(steps[hit[0]])
+
+
+def crossing_step(steps, y, threshold: float) -> float:
+    """First step at which ``y`` reaches ``threshold`` from below, linearly interpolated between
+    the two readouts around the crossing; ``inf`` when it never does (formation after the run).
+
+    Used with one threshold for every arm of a comparison (e.g. a rising prefix-matching score), so
+    that an arm's formation step does not depend on where that arm's own curve ends.
+    """
+    steps, y = np.asarray(steps, float), np.asarray(y, float)
+    if steps.shape != y.shape or steps.ndim != 1:
+        raise ValueError(f"`steps` and `y` must be 1-D of one length; got {steps.shape}, {y.shape}.")
+    hit = np.nonzero(y >= threshold)[0]
+    if hit.size == 0:
+        return float("inf")
+    i = int(hit[0])
+    if i == 0:
+        return float(steps[0])
+    frac = (threshold - y[i - 1]) / (y[i] - y[i - 1])
+    return float(steps[i - 1] + frac * (steps[i] - steps[i - 1]))

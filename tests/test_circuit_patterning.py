@@ -1,0 +1,61 @@
+"""The transformer-patterning experiment end to end at reduced sizes, and its identities.
+
+Conventions: p(w) ∝ exp{−nβ L_n(w) − (γ/2)‖w − w_e‖²}; χ̂_j = −Cov[φ, ℓ_j − L_n]; the first-order
+shift of ⟨φ⟩ under sequence weights ρ is dμ = β χ̂ (ρ − 1) with β = nβ/n.
+"""
+import jax
+import numpy as np
+import pytest
+
+from susc import experiments
+from susc.experiments import circuit_patterning as cp
+from susc.experiments import formation
+from susc.experiments.transformer import make_data
+
+SMALL = dict(num_train=128, train_steps=150, warmup_steps=10, early_step=50, readout_every=50,
+             repeat_sequences=8, num_draws=12, num_burnin=4, num_batches=3, resample_draws=12,
+             seeds=(0, 1, 2), sweep=(0.5,))
+
+
+@pytest.mark.slow
+def test_patterning_experiment_end_to_end(tmp_path):
+    res = experiments.run("transformer-patterning", "tiny", root=tmp_path, progress=False, **SMALL)
+    a, cfg = res.arrays, cp.PatterningConfig(**SMALL)
+    names = [str(x) for x in a["arm_names"]]
+    assert names == ["baseline", "accelerate", "delay", "random", "accelerate@0.5", "delay@0.5"]
+    S, A, n = len(cfg.seeds), len(names), cfg.num_train
+    assert a["formation_step"].shape == a["dmu_realized"].shape == (S, A)
+    assert a["dmu_predicted"].shape == a["dmu_resampled"].shape == (A,)
+    assert a["prefix_matching_max"].shape == (S, A, cfg.train_steps // cfg.readout_every + 1)
+    np.testing.assert_array_equal(a["dmu_realized"][:, 0], 0.0)
+    # χ̂ rows are centred (L_n is the mean of the ℓ_j at every draw): Σ_j χ̂_j = 0
+    assert abs(a["chi"].sum()) < 1e-4 * np.abs(a["chi"]).sum()
+    # the draw-based prediction is exactly β χ̂ (ρ − 1), the covariance being linear
+    beta = cfg.nbeta / n
+    direct = beta * (a["weights"].astype(np.float64) - 1) @ a["chi"]
+    np.testing.assert_allclose(a["dmu_predicted"], direct, rtol=1e-3, atol=1e-7)
+    assert a["dmu_predicted"][0] == 0 and a["dmu_resampled"][0] == 0
+    # weights: max change where targeted, mass preserved, opposite arms mirror each other
+    dev = np.abs(a["weights"] - 1).max(axis=1)
+    np.testing.assert_allclose(dev[[1, 2, 4, 5]], [1.0, 1.0, 0.5, 0.5], rtol=1e-5)
+    np.testing.assert_allclose(a["weights"].sum(axis=1), n, rtol=1e-5)
+    np.testing.assert_allclose(a["weights"][1] - 1, 1 - a["weights"][2], atol=1e-6)
+    assert a["weight_norm"][3] == pytest.approx(a["weight_norm"][1], rel=1e-5)
+    # accelerate is predicted to lower ⟨φ⟩ (more in-context learning), delay to raise it
+    assert a["dmu_predicted"][1] < 0 < a["dmu_predicted"][2]
+    # same seed, same initialization: every arm starts from the same readout
+    start = a["induction_loss"][:, :, 0]
+    np.testing.assert_allclose(start - start[:, :1], 0.0, atol=1e-6)
+    again = experiments.load_results("transformer-patterning", "tiny", tmp_path)
+    np.testing.assert_array_equal(again.arrays["formation_step"], a["formation_step"])
+
+
+def test_train_arm_with_unit_weights_is_unweighted_training():
+    cfg = cp.PatterningConfig(**{**SMALL, "train_steps": 100})
+    tr, _ = make_data(cp.synthetic_config(cfg))
+    rep = formation.repeated_sequences(jax.random.key(7), 4, cfg.seq_len // 2, cfg.vocab_size, low=19)
+    one = cp.train_arm(cfg, 0, np.ones(cfg.num_train), tr["tokens"], rep)
+    two = cp.train_arm(cfg, 0, 3.0 * np.ones(cfg.num_train), tr["tokens"], rep)  # ρ is normalized
+    np.testing.assert_allclose(one["induction_loss"], two["induction_loss"], rtol=1e-5)
+    with pytest.raises(ValueError, match="nonnegative"):
+        cp.train_arm(cfg, 0, -np.ones(cfg.num_train), tr["tokens"], rep)
