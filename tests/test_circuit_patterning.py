@@ -22,8 +22,10 @@ def test_patterning_experiment_end_to_end(tmp_path):
     res = experiments.run("transformer-patterning", "tiny", root=tmp_path, progress=False, **SMALL)
     a, cfg = res.arrays, cp.PatterningConfig(**SMALL)
     names = [str(x) for x in a["arm_names"]]
-    assert names == ["baseline", "accelerate", "delay", "random", "accelerate@0.5", "delay@0.5"]
+    assert names == ["baseline", "accelerate", "delay", "random", "accelerate@0.5", "delay@0.5",
+                     "accelerate_class", "delay_class", "random_class"]
     S, A, n = len(cfg.seeds), len(names), cfg.num_train
+    assert a["weights"].shape == (6, n) and a["class_weights"].shape == (3, 8)
     assert a["formation_step"].shape == a["dmu_realized"].shape == (S, A)
     assert a["dmu_predicted"].shape == a["dmu_resampled"].shape == (A,)
     assert a["prefix_matching_max"].shape == (S, A, cfg.train_steps // cfg.readout_every + 1)
@@ -33,14 +35,24 @@ def test_patterning_experiment_end_to_end(tmp_path):
     # the draw-based prediction is exactly β χ̂ (ρ − 1), the covariance being linear
     beta = cfg.nbeta / n
     direct = beta * (a["weights"].astype(np.float64) - 1) @ a["chi"]
-    np.testing.assert_allclose(a["dmu_predicted"], direct, rtol=1e-3, atol=1e-7)
+    np.testing.assert_allclose(a["dmu_predicted"][:6], direct, rtol=1e-3, atol=1e-7)
+    # class arms: nβ Σ_c q_c (ρ_c − 1) χ̄_c, mass Σ_c q_c ρ_c = 1, the class χ̄ centred
+    q, cw = a["class_share"], a["class_weights"]
+    np.testing.assert_allclose(cw @ q, 1.0, rtol=1e-9)
+    assert abs(q @ a["class_chi"]) < 1e-4 * np.abs(a["class_chi"]).sum()
+    direct = cfg.nbeta * ((cw - 1) * q) @ a["class_chi"]
+    np.testing.assert_allclose(a["dmu_predicted"][6:], direct, rtol=1e-3, atol=1e-7)
+    assert a["dmu_predicted"][6] < 0 < a["dmu_predicted"][7]
+    assert np.all(cw >= 0) and np.max(np.abs(cw[:2] - 1)) == pytest.approx(1.0, rel=1e-6)
+    assert a["weight_rms"][8] == pytest.approx(a["weight_rms"][6], rel=1e-6)
+    assert a["null_formation_step"].shape == (S, cfg.num_null)
     assert a["dmu_predicted"][0] == 0 and a["dmu_resampled"][0] == 0
     # weights: max change where targeted, mass preserved, opposite arms mirror each other
     dev = np.abs(a["weights"] - 1).max(axis=1)
     np.testing.assert_allclose(dev[[1, 2, 4, 5]], [1.0, 1.0, 0.5, 0.5], rtol=1e-5)
     np.testing.assert_allclose(a["weights"].sum(axis=1), n, rtol=1e-5)
     np.testing.assert_allclose(a["weights"][1] - 1, 1 - a["weights"][2], atol=1e-6)
-    assert a["weight_norm"][3] == pytest.approx(a["weight_norm"][1], rel=1e-5)
+    assert a["weight_rms"][3] == pytest.approx(a["weight_rms"][1], rel=1e-5)
     # accelerate is predicted to lower ⟨φ⟩ (more in-context learning), delay to raise it
     assert a["dmu_predicted"][1] < 0 < a["dmu_predicted"][2]
     # same seed, same initialization: every arm starts from the same readout

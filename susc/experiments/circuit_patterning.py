@@ -43,7 +43,8 @@ from . import formation
 from .transformer import SyntheticConfig, model_config
 
 __all__ = ["PatterningConfig", "arm_weights", "train_arm", "early_susceptibility", "predicted_shifts",
-           "resampled_shifts", "synthetic_config"]
+           "resampled_shifts", "step_size_check", "synthetic_config",
+           "null_weights", "in_context_loss_fn"]
 
 
 @register_config(
@@ -52,7 +53,8 @@ __all__ = ["PatterningConfig", "arm_weights", "train_arm", "early_susceptibility
     small={"num_train": 8000, "num_eval": 512, "train_steps": 6000, "early_step": 1000,
            "readout_every": 50,
            "seeds": (0, 1, 2), "num_chains": 4, "num_draws": 200, "num_burnin": 100,
-           "resample_draws": 400, "repeat_sequences": 128})
+           "resample_draws": 400, "repeat_sequences": 128, "num_null": 2, "class_draws": 100, "eps_check": (2.5e-4,),
+           "eps_check_draws": 150})
 @dataclasses.dataclass(frozen=True)
 class PatterningConfig:
     """Sizes (class defaults = ``tiny``). ``small`` is the synthetic-language ``tiny`` transformer
@@ -77,6 +79,9 @@ class PatterningConfig:
     repeat_sequences: int = 32           # repeated random word sequences of the readouts and of φ
     max_change: float = 1.0              # max |ρ − 1| of the accelerate / delay / random arms
     sweep: tuple = (0.25, 0.5)           # smaller max |ρ − 1| of the linear-regime sweep
+    num_null: int = 1                    # extra random reweightings per seed (formation null)
+    class_arms: bool = True              # also pattern per-token weights by planted class
+    class_draws: int = 10                # draws per chain of the class-susceptibility run
     step_size: float = 1e-3              # SGLD ε, nβ, γ as chapters 11–12
     nbeta: float = 100.0
     gamma: float = 300.0
@@ -86,6 +91,8 @@ class PatterningConfig:
     sample_batch: int = 32
     num_batches: int = 4
     resample_draws: int = 40
+    eps_check: tuple = (3e-4,)           # ε of the prediction-vs-resampling check (accelerate arm)
+    eps_check_draws: int = 10
     sample_seed: int = 0
 
 
@@ -110,7 +117,9 @@ def _chunk_fn(mcfg: TransformerConfig, lr: float, steps: int, warmup: int, n: in
             p, s = carry
             perm = jax.random.permutation(jax.random.fold_in(key, step // per_epoch), n)
             idx = jax.lax.dynamic_slice(perm, ((step % per_epoch) * batch,), (batch,))
-            obj = lambda q: jnp.mean(loss_fn(q, {"tokens": data[idx]}).mean(axis=1) * rho[idx])
+            def obj(q):
+                per = loss_fn(q, {"tokens": data[idx]})                      # [B, T]
+                return jnp.mean((per if rho.ndim == 2 else per.mean(axis=1)) * rho[idx])
             loss, g = jax.value_and_grad(obj)(p)
             u, s = opt.update(g, s, p)
             return (jax.tree.map(jnp.add, p, u), s), loss
@@ -120,7 +129,8 @@ def _chunk_fn(mcfg: TransformerConfig, lr: float, steps: int, warmup: int, n: in
 
 def train_arm(cfg: PatterningConfig, seed: int, weights, train_tokens, repeat_tokens, *,
               keep_step: int | None = None) -> dict:
-    """Train seed ``seed`` from its initialization with per-sequence weights ρ (mean 1).
+    """Train seed ``seed`` from its initialization with per-sequence ρ [n] or per-token ρ [n, T]
+    weights (normalized to mean 1).
 
     Returns ``steps`` [R], ``prefix_matching`` [R, L·H], ``induction_loss`` [R] (φ) at every
     ``readout_every`` steps from 0, ``loss`` [train_steps] and, with ``keep_step``, the flat
@@ -128,8 +138,9 @@ def train_arm(cfg: PatterningConfig, seed: int, weights, train_tokens, repeat_to
     mcfg = model_config(synthetic_config(cfg))
     n = train_tokens.shape[0]
     rho = jnp.asarray(weights, jnp.float32)
-    if rho.shape != (n,) or bool(jnp.any(rho < 0)):
-        raise ValueError(f"`weights` must be nonnegative of shape ({n},); got {rho.shape}.")
+    if rho.shape not in ((n,), (n, train_tokens.shape[1] - 1)) or bool(jnp.any(rho < 0)):
+        raise ValueError(f"`weights` must be nonnegative, per sequence ({n},) or per target token "
+                         f"({n}, {train_tokens.shape[1] - 1}); got {rho.shape}.")
     rho = rho / rho.mean()
     run, opt = _chunk_fn(mcfg, cfg.learning_rate, cfg.train_steps, cfg.warmup_steps, n, cfg.train_batch)
     read = jax.jit(lambda p: formation.induction_readouts(p, repeat_tokens, mcfg))
@@ -157,7 +168,8 @@ def train_arm(cfg: PatterningConfig, seed: int, weights, train_tokens, repeat_to
     return res
 
 
-def _phi_fn(mcfg, repeat_tokens):
+def in_context_loss_fn(mcfg, repeat_tokens):
+    """φ(params): the in-context loss (second-half minus first-half mean loss) on ``repeat_tokens``."""
     return lambda p: formation.induction_readouts(p, repeat_tokens, mcfg)["induction_loss"]
 
 
@@ -173,7 +185,7 @@ def early_susceptibility(cfg: PatterningConfig, params, train_tokens, repeat_tok
                  sampler=sgld(cfg.step_size), nbeta=cfg.nbeta, gamma=cfg.gamma,
                  num_chains=cfg.num_chains, num_draws=cfg.num_draws, num_burnin=cfg.num_burnin,
                  batch_size=cfg.sample_batch,
-                 observables={"phi": _phi_fn(mcfg, repeat_tokens),
+                 observables={"phi": in_context_loss_fn(mcfg, repeat_tokens),
                               "losses": observable(seq_loss, data, chunk_size=1024)},
                  draw_loss="observable:losses", num_batches=cfg.num_batches, progress=progress)
     phi, losses = np.asarray(res.observables["phi"]), np.asarray(res.observables["losses"])   # [C, D], [C, D, n]
@@ -196,27 +208,58 @@ def predicted_shifts(cfg: PatterningConfig, sus: dict, rhos) -> tuple[np.ndarray
 
 
 def resampled_shifts(cfg: PatterningConfig, params, train_tokens, repeat_tokens, rhos,
-                     *, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                     *, step_size: float | None = None, steps_per_draw: int = 1,
+                     progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """⟨φ⟩_ρ − ⟨φ⟩_1 at w_e by sampling the reweighted posterior exp{−nβ L^ρ_n − (γ/2)‖w − w_e‖²}
     (L^ρ_n = (1/n) Σ ρ_j ℓ_j) with the unweighted run's key (common random numbers); the SE is
-    the batch-means SE of the draw-by-draw difference."""
+    the batch-means SE of the draw-by-draw difference. ``step_size`` overrides cfg's ε."""
     mcfg = model_config(synthetic_config(cfg))
     loss_fn = make_loss_fn(mcfg)
     data = {"tokens": jnp.asarray(train_tokens)}
-    phi_fn = _phi_fn(mcfg, repeat_tokens)
+    phi_fn = in_context_loss_fn(mcfg, repeat_tokens)
 
     def draws(rho):
         r = sample(jax.random.key(cfg.sample_seed + 1), loss_fn, params, data,
-                   sampler=sgld(cfg.step_size), nbeta=cfg.nbeta, gamma=cfg.gamma,
+                   sampler=sgld(step_size or cfg.step_size), nbeta=cfg.nbeta, gamma=cfg.gamma,
                    num_chains=cfg.num_chains, num_draws=cfg.resample_draws,
-                   num_burnin=cfg.num_burnin, batch_size=cfg.sample_batch,
-                   weights=jnp.asarray(rho, jnp.float32),
+                   num_burnin=cfg.num_burnin * steps_per_draw, steps_per_draw=steps_per_draw,
+                   batch_size=cfg.sample_batch, weights=jnp.asarray(rho, jnp.float32),
                    observables={"phi": phi_fn}, progress=progress)
         return np.asarray(r.observables["phi"], np.float64)
 
     base = draws(np.ones(np.shape(rhos)[1]))
     out = [mean_estimate(draws(rho) - base, num_batches=cfg.num_batches) for rho in rhos]
     return np.array([float(e.value) for e in out]), np.array([float(e.se) for e in out])
+
+
+def step_size_check(cfg: PatterningConfig, params, train_tokens, repeat_tokens, rho, step_size,
+                    *, num_draws: int, progress: bool = False) -> dict:
+    """Predicted (β χ̂ (ρ − 1), from a fresh run) and resampled shift for one ``rho`` at SGLD step
+    ``step_size``, with ``steps_per_draw = round(cfg.step_size / step_size)`` so that a draw spans
+    the same Langevin time. Minibatch gradient noise adds variance ∝ ε to every step: the chain's
+    stationary law is hotter than the posterior, its covariances grow but its response to a force
+    does not, so the ratio resampled / predicted should approach 1 as ε → 0."""
+    k = max(1, round(cfg.step_size / step_size))
+    sub = dataclasses.replace(cfg, step_size=float(step_size), num_draws=int(num_draws),
+                              num_burnin=cfg.num_burnin * k)
+    mcfg = model_config(synthetic_config(cfg))
+    loss_fn = make_loss_fn(mcfg)
+    seq_loss = lambda p, b: loss_fn(p, b).mean(axis=1)
+    data = {"tokens": jnp.asarray(train_tokens)}
+    res = sample(jax.random.key(cfg.sample_seed), loss_fn, params, data,
+                 sampler=sgld(sub.step_size), nbeta=cfg.nbeta, gamma=cfg.gamma,
+                 num_chains=cfg.num_chains, num_draws=sub.num_draws, num_burnin=sub.num_burnin,
+                 steps_per_draw=k, batch_size=cfg.sample_batch,
+                 observables={"phi": in_context_loss_fn(mcfg, repeat_tokens),
+                              "losses": observable(seq_loss, data, chunk_size=1024)},
+                 draw_loss="observable:losses", num_batches=cfg.num_batches, progress=progress)
+    sus = {"phi": np.asarray(res.observables["phi"]),
+           "centred_losses": np.asarray(res.observables["losses"]) - np.asarray(res.loss)[..., None]}
+    pred, pred_se = predicted_shifts(cfg, sus, np.asarray(rho)[None])
+    rs, rs_se = resampled_shifts(cfg, params, train_tokens, repeat_tokens, np.asarray(rho)[None],
+                                 step_size=step_size, steps_per_draw=k, progress=progress)
+    return {"predicted": float(pred[0]), "predicted_se": float(pred_se[0]),
+            "resampled": float(rs[0]), "resampled_se": float(rs_se[0]), "steps_per_draw": k}
 
 
 def arm_weights(cfg: PatterningConfig, chi) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -234,3 +277,11 @@ def arm_weights(cfg: PatterningConfig, chi) -> tuple[list[str], np.ndarray, np.n
         rows += [w(-1.0, a), w(1.0, a)]
         sizes += [a, a]
     return names, np.stack(rows), np.array(sizes)
+
+
+def null_weights(cfg: PatterningConfig, like) -> np.ndarray:
+    """``[num_null, n]`` further random reweightings of the norm of ``like`` (the accelerate
+    weights): their formation steps measure how far a patterning-free data change of that size
+    moves formation within one seed."""
+    return np.stack([patterning.random_reweighting(jax.random.key(cfg.sample_seed + 18 + r), like)
+                     for r in range(cfg.num_null)])

@@ -21,10 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from ..data import PATTERNS
 from ..models.transformer import init_params
 from . import common, formation, register
-from .circuit_patterning import (PatterningConfig, arm_weights, early_susceptibility, predicted_shifts,
-                                 resampled_shifts, synthetic_config, train_arm)
+from .circuit_patterning import (PatterningConfig, arm_weights, early_susceptibility, null_weights,
+                                 predicted_shifts, resampled_shifts, step_size_check, synthetic_config,
+                                 train_arm)
+from .circuit_patterning_classes import (class_arm_weights, class_predicted, class_resampled_shifts,
+                                         class_susceptibility)
 from .transformer import make_data, model_config
 
 __all__ = ["run"]
@@ -77,8 +81,43 @@ def run(cfg: PatterningConfig, work_dir, *, progress: bool = True):
     timings["resample_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    acc = rhos[names.index("accelerate")]
+    eps = [common.cached_stage(work / f"eps{e:g}.npz", lambda e=e: step_size_check(
+        cfg, w_e, tokens, rep, acc, e, num_draws=cfg.eps_check_draws, progress=progress))
+        for e in cfg.eps_check]
+    timings["eps_check_s"] = time.perf_counter() - t
+
+    labels = np.asarray(tr["labels"])
+    P = len(PATTERNS)
+    seq_names, train_rho = list(names), [r for r in rhos]
+    pred, pred_se = ws["dmu_predicted"], ws["dmu_predicted_se"]
+    rsm, rsm_se = rs["value"], rs["se"]
+    rms = [float(np.sqrt(np.mean((r - 1) ** 2))) for r in rhos]
+    cls = {}
+    if cfg.class_arms:
+        t = time.perf_counter()
+
+        def class_stage():
+            sus = class_susceptibility(cfg, w_e, tokens, labels, rep, P, num_draws=cfg.class_draws,
+                                       progress=progress)
+            cnames, crho = class_arm_weights(cfg, sus["chi"], sus["q"], labels)
+            cp_, cp_se = class_predicted(cfg, sus, crho)
+            cr, cr_se = class_resampled_shifts(cfg, w_e, tokens, labels, rep, crho, progress=progress)
+            return {"names": np.array(cnames), "rho": crho, "chi": sus["chi"], "chi_se": sus["chi_se"],
+                    "q": sus["q"], "pred": cp_, "pred_se": cp_se, "rs": cr, "rs_se": cr_se}
+        cls = common.cached_stage(work / "classes.npz", class_stage)
+        timings["class_s"] = time.perf_counter() - t
+        names += [str(a) for a in cls["names"]]
+        train_rho += [r[labels] for r in cls["rho"]]
+        pred, pred_se = np.r_[pred, cls["pred"]], np.r_[pred_se, cls["pred_se"]]
+        rsm, rsm_se = np.r_[rsm, cls["rs"]], np.r_[rsm_se, cls["rs_se"]]
+        rms += [float(np.sqrt(np.sum(cls["q"] * (r - 1) ** 2))) for r in cls["rho"]]
+
+    t = time.perf_counter()
     runs = [[ref if (s == cfg.seeds[0] and a == "baseline") else arm_run(s, a, rho)
-             for a, rho in zip(names, rhos)] for s in cfg.seeds]
+             for a, rho in zip(names, train_rho)] for s in cfg.seeds]
+    nulls = null_weights(cfg, acc)
+    null_runs = [[arm_run(s, f"null{k}", rho) for k, rho in enumerate(nulls)] for s in cfg.seeds]
     timings["retrain_s"] = time.perf_counter() - t
     steps = runs[0][0]["steps"]
     e = int(np.searchsorted(steps, cfg.early_step))
@@ -87,21 +126,33 @@ def run(cfg: PatterningConfig, work_dir, *, progress: bool = True):
     thresholds = np.array([_threshold(pm[0]) for pm in pm_max])
     formed = np.array([[formation.crossing_step(steps, pm, th) for pm in row]
                        for row, th in zip(pm_max, thresholds)])
+    null_pm = np.array([[r["prefix_matching"].max(axis=1) for r in row] for row in null_runs])
+    null_formed = np.array([[formation.crossing_step(steps, pm, th) for pm in row]
+                            for row, th in zip(null_pm, thresholds)]).reshape(len(cfg.seeds), -1)
     # fraction of each training sequence's targets that are planted induction tokens
-    ind_frac = (np.asarray(tr["labels"]) == 1).mean(axis=1)
+    ind_frac = (labels == 1).mean(axis=1)
     arrays = {"arm_names": np.array(names), "seeds": np.array(cfg.seeds),
               "formation_step": formed, "threshold": thresholds,
-              "dmu_predicted": ws["dmu_predicted"], "dmu_predicted_se": ws["dmu_predicted_se"],
-              "dmu_resampled": rs["value"], "dmu_resampled_se": rs["se"],
+              "dmu_predicted": pred, "dmu_predicted_se": pred_se,
+              "dmu_resampled": rsm, "dmu_resampled_se": rsm_se,
               "dmu_realized": ind[:, :, e] - ind[:, :1, e], "readout_steps": steps,
               "prefix_matching_max": pm_max, "induction_loss": ind,
+              "null_formation_step": null_formed,
+              "null_prefix_matching_max": null_pm.reshape(len(cfg.seeds), -1, len(steps)),
               "chi": ws["chi"], "chi_se": ws["chi_se"], "weights": rhos.astype(np.float32),
-              "max_change": ws["max_change"], "weight_norm": np.linalg.norm(rhos - 1, axis=1),
-              "induction_fraction": ind_frac, "early_step": np.array(cfg.early_step)}
+              "max_change": ws["max_change"], "weight_rms": np.array(rms),
+              "induction_fraction": ind_frac, "early_step": np.array(cfg.early_step),
+              "eps_check": np.array(cfg.eps_check, float),
+              **{f"eps_{k}": np.array([float(x[k]) for x in eps], float)
+                 for k in ("predicted", "predicted_se", "resampled", "resampled_se")}}
+    if cls:
+        arrays.update({"class_names": np.array([PATTERNS[c] for c in range(P)]),
+                       "class_chi": cls["chi"], "class_chi_se": cls["chi_se"],
+                       "class_share": cls["q"], "class_weights": cls["rho"]})
     timings["total_s"] = time.perf_counter() - t0
-    i = {a: k for k, a in enumerate(names)}
     summary = {"phi_mean": float(ws["phi_mean"]), "phi_se": float(ws["phi_se"]),
-               "formation_step": {a: formed[:, k].tolist() for a, k in i.items()},
+               "formation_step": {a: formed[:, k].tolist() for k, a in enumerate(names)},
+               "null_formation_step": null_formed.tolist(),
                "corr_chi_induction_fraction": float(np.corrcoef(ws["chi"], ind_frac)[0, 1]),
                "timings": timings}
     return arrays, summary
