@@ -1,15 +1,21 @@
 r"""The ``transformer-patterning`` experiment: cached stages over `circuit_patterning`.
 
 Stages (each kept in ``work/`` and reused by a rerun): the reference run of the first seed to
-``early_step`` (w_e), the susceptibility χ̂ at w_e with every arm's weights and predicted shift
-dμ_pred = β χ̂ (ρ − 1) (β = nβ/n), the resampled posterior shifts at w_e, then one retraining per
-(seed, arm). Arrays (``data/results/transformer-patterning/<profile>/arrays.npz``):
+``early_step`` (w_e); the per-sequence susceptibility χ̂ at w_e with the sequence arms' weights and
+predicted shifts dμ_pred = β χ̂ (ρ − 1) (β = nβ/n); their resampled posterior shifts; the ε check;
+the class-level susceptibility χ̄_c with the class arms (`circuit_patterning_classes`); then one
+retraining per (seed, arm) and per (seed, null reweighting). Arrays
+(``data/results/transformer-patterning/<profile>/arrays.npz``):
 
 ``arm_names`` [A], ``seeds`` [S], ``formation_step`` [S, A] (inf: not formed by the last step),
 ``threshold`` [S], ``dmu_predicted`` / ``dmu_predicted_se`` / ``dmu_resampled`` /
 ``dmu_resampled_se`` [A], ``dmu_realized`` [S, A] (φ(arm) − φ(baseline) at ``early_step``),
-``readout_steps`` [R], ``prefix_matching_max`` / ``induction_loss`` [S, A, R], ``chi`` / ``chi_se``
-[n], ``weights`` [A, n], ``max_change`` / ``weight_norm`` [A], ``induction_fraction`` [n].
+``readout_steps`` [R], ``prefix_matching_max`` / ``induction_loss`` [S, A, R],
+``null_formation_step`` [S, N], ``null_prefix_matching_max`` / ``null_induction_loss`` [S, N, R],
+``chi`` / ``chi_se`` / ``induction_fraction`` [n], ``weights`` [sequence arms, n],
+``max_change`` [sequence arms], ``weight_rms`` [A] (RMS of ρ − 1 over target tokens),
+``class_names`` / ``class_chi`` / ``class_chi_se`` / ``class_share`` [P], ``class_weights``
+[class arms, P], ``eps_check`` and ``eps_{predicted,resampled}{,_se}`` [E].
 """
 from __future__ import annotations
 
@@ -139,6 +145,8 @@ def run(cfg: PatterningConfig, work_dir, *, progress: bool = True):
               "prefix_matching_max": pm_max, "induction_loss": ind,
               "null_formation_step": null_formed,
               "null_prefix_matching_max": null_pm.reshape(len(cfg.seeds), -1, len(steps)),
+              "null_induction_loss": np.array([[r["induction_loss"] for r in row]
+                                               for row in null_runs]).reshape(len(cfg.seeds), -1, len(steps)),
               "chi": ws["chi"], "chi_se": ws["chi_se"], "weights": rhos.astype(np.float32),
               "max_change": ws["max_change"], "weight_rms": np.array(rms),
               "induction_fraction": ind_frac, "early_step": np.array(cfg.early_step),
