@@ -11,9 +11,14 @@ the **in-context loss** φ(w) (second-half minus first-half loss on repeated ran
    χ̂_j = −Cov[φ, ℓ_j − L_n] over all n training sequences (`susc.per_sample_susceptibility`).
 3. *Weights.* ``accelerate`` targets dμ < 0 (more in-context learning), ``delay`` dμ > 0, each at
    ``max_change`` = max_j |ρ_j − 1| (PiP's α fixed by the largest weight change; ≤ 1 keeps ρ ≥ 0),
-   plus a sweep of smaller changes; ``random`` is a centred Gaussian ρ − 1 of the accelerate norm.
+   plus a sweep of smaller changes; ``random`` is a centred Gaussian ρ − 1 of the accelerate norm,
+   and ``num_null`` more such draws per seed measure the formation-step spread of a data change of
+   that size without a susceptibility behind it. Class arms (`circuit_patterning_classes`) use
+   per-token weights constant on the planted classes.
 4. *Predicted vs posterior.* dμ_pred = β χ̂ (ρ − 1) against the posterior actually reweighted:
-   ⟨φ⟩_ρ − ⟨φ⟩_1 at w_e by resampling with the weights (common random numbers).
+   ⟨φ⟩_ρ − ⟨φ⟩_1 at w_e by resampling with the weights (common random numbers), also at the
+   smaller step sizes ``eps_check`` (`step_size_check`: minibatch SGLD runs hotter than p at large ε,
+   which inflates covariances but not responses).
 5. *Retraining.* Every training seed (its own initialization and data order) is trained from
    scratch with each arm's weights: the same minibatch sequence as its baseline, objective
    Σ_{j∈B} ρ_j ℓ_j / |B| (ρ has mean 1). The formation step is where the largest prefix-matching
