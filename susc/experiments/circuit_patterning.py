@@ -132,6 +132,12 @@ def _chunk_fn(mcfg: TransformerConfig, lr: float, steps: int, warmup: int, n: in
     return run, opt
 
 
+@functools.lru_cache(maxsize=8)
+def _readout_fn(mcfg: TransformerConfig):
+    """The circuit readouts, compiled once per model config (the tokens are an argument)."""
+    return jax.jit(lambda p, tokens: formation.induction_readouts(p, tokens, mcfg))
+
+
 def train_arm(cfg: PatterningConfig, seed: int, weights, train_tokens, repeat_tokens, *,
               keep_step: int | None = None) -> dict:
     """Train seed ``seed`` from its initialization with per-sequence ρ [n] or per-token ρ [n, T]
@@ -148,7 +154,7 @@ def train_arm(cfg: PatterningConfig, seed: int, weights, train_tokens, repeat_to
                          f"({n}, {train_tokens.shape[1] - 1}); got {rho.shape}.")
     rho = rho / rho.mean()
     run, opt = _chunk_fn(mcfg, cfg.learning_rate, cfg.train_steps, cfg.warmup_steps, n, cfg.train_batch)
-    read = jax.jit(lambda p: formation.induction_readouts(p, repeat_tokens, mcfg))
+    read = functools.partial(_readout_fn(mcfg), tokens=jnp.asarray(repeat_tokens))
     params = init_params(jax.random.key(seed), mcfg)
     carry, key, data = (params, opt.init(params)), jax.random.key(1000 + seed), jnp.asarray(train_tokens)
     out = {"steps": [0], "prefix_matching": [], "induction_loss": [], "loss": []}
@@ -179,21 +185,25 @@ def in_context_loss_fn(mcfg, repeat_tokens):
 
 
 def early_susceptibility(cfg: PatterningConfig, params, train_tokens, repeat_tokens, *,
-                         progress: bool = False) -> dict:
-    """χ̂_j = −Cov[φ, ℓ_j − L_n] [n] at w_e with its batch-means SE, ⟨φ⟩ and the run's R̂-free
-    summary; ℓ_j is sequence j's mean per-token loss and L_n their mean (exact, every draw)."""
+                         step_size: float | None = None, steps_per_draw: int = 1,
+                         num_draws: int | None = None, progress: bool = False) -> dict:
+    """χ̂_j = −Cov[φ, ℓ_j − L_n] [n] at w_e with its batch-means SE, ⟨φ⟩, and the draws of φ and
+    of ℓ_j − L_n; ℓ_j is sequence j's mean per-token loss and L_n their mean (exact, every draw).
+    ``step_size`` / ``steps_per_draw`` / ``num_draws`` override cfg's (burn-in scales with
+    ``steps_per_draw`` so that it spans the same Langevin time)."""
     mcfg = model_config(synthetic_config(cfg))
     loss_fn = make_loss_fn(mcfg)
     seq_loss = lambda p, b: loss_fn(p, b).mean(axis=1)                    # [B] per sequence
     data = {"tokens": jnp.asarray(train_tokens)}
     res = sample(jax.random.key(cfg.sample_seed), loss_fn, params, data,
-                 sampler=sgld(cfg.step_size), nbeta=cfg.nbeta, gamma=cfg.gamma,
-                 num_chains=cfg.num_chains, num_draws=cfg.num_draws, num_burnin=cfg.num_burnin,
+                 sampler=sgld(step_size or cfg.step_size), nbeta=cfg.nbeta, gamma=cfg.gamma,
+                 num_chains=cfg.num_chains, num_draws=num_draws or cfg.num_draws,
+                 num_burnin=cfg.num_burnin * steps_per_draw, steps_per_draw=steps_per_draw,
                  batch_size=cfg.sample_batch,
                  observables={"phi": in_context_loss_fn(mcfg, repeat_tokens),
                               "losses": observable(seq_loss, data, chunk_size=1024)},
                  draw_loss="observable:losses", num_batches=cfg.num_batches, progress=progress)
-    phi, losses = np.asarray(res.observables["phi"]), np.asarray(res.observables["losses"])   # [C, D], [C, D, n]
+    phi, losses = np.asarray(res.observables["phi"]), np.asarray(res.observables["losses"])
     est = per_sample_susceptibility(phi, losses, np.asarray(res.loss), num_batches=cfg.num_batches)
     m = mean_estimate(phi, num_batches=cfg.num_batches)
     return {"chi": np.asarray(est.value).reshape(-1), "chi_se": np.asarray(est.se).reshape(-1),
@@ -201,38 +211,48 @@ def early_susceptibility(cfg: PatterningConfig, params, train_tokens, repeat_tok
             "centred_losses": losses - np.asarray(res.loss)[..., None]}
 
 
-def predicted_shifts(cfg: PatterningConfig, sus: dict, rhos) -> tuple[np.ndarray, np.ndarray]:
-    """dμ_pred = β χ̂ (ρ − 1) for each row of ``rhos`` [A, n], with its SE: computed as
-    −β Cov[φ, Σ_j (ρ_j − 1)(ℓ_j − L_n)] from the same draws (β = nβ/n), so the SE counts the
-    covariance of the n per-sequence estimates."""
-    d = np.asarray(rhos, np.float64) - 1.0                                # [A, n]
-    delta = np.einsum("cdn,an->cda", sus["centred_losses"], d)           # [C, D, A]
+def predicted_shifts(cfg: PatterningConfig, sus: dict, rhos, shares=None) -> tuple[np.ndarray, np.ndarray]:
+    """dμ_pred = nβ Σ_u s_u (ρ_u − 1) χ̂_u for each row of ``rhos`` [A, U], with its SE, computed as
+    −nβ Cov[φ, Σ_u s_u (ρ_u − 1)(ℓ_u − L_n)] from the draws ``sus["phi"]`` [C, D] and
+    ``sus["centred_losses"]`` [C, D, U] (so the SE counts the covariance of the U estimates).
+    Units u are sequences with shares s_u = 1/n (the default: nβ/n = β) or classes of tokens with
+    their token shares q_c."""
+    d = np.asarray(rhos, np.float64) - 1.0                                # [A, U]
+    U = d.shape[1]
+    d = d * (np.full(U, 1.0 / U) if shares is None else np.asarray(shares, np.float64))
+    delta = np.einsum("cdu,au->cda", sus["centred_losses"], d)           # [C, D, A]
     est = susceptibility(sus["phi"], delta, num_batches=cfg.num_batches)
-    beta = cfg.nbeta / d.shape[1]
-    return beta * np.asarray(est.value).reshape(-1), beta * np.asarray(est.se).reshape(-1)
+    return cfg.nbeta * np.asarray(est.value).reshape(-1), cfg.nbeta * np.asarray(est.se).reshape(-1)
 
 
 def resampled_shifts(cfg: PatterningConfig, params, train_tokens, repeat_tokens, rhos,
                      *, step_size: float | None = None, steps_per_draw: int = 1,
                      progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """⟨φ⟩_ρ − ⟨φ⟩_1 at w_e by sampling the reweighted posterior exp{−nβ L^ρ_n − (γ/2)‖w − w_e‖²}
-    (L^ρ_n = (1/n) Σ ρ_j ℓ_j) with the unweighted run's key (common random numbers); the SE is
-    the batch-means SE of the draw-by-draw difference. ``step_size`` overrides cfg's ε."""
+    with the unweighted run's key (common random numbers); the SE is the batch-means SE of the
+    draw-by-draw difference. ``rhos`` is [A, n] (sequence weights, `susc.sample`'s ``weights``) or
+    [A, n, T] (token weights, carried in the data so that a minibatch takes its rows' weights).
+    ``step_size`` overrides cfg's ε."""
     mcfg = model_config(synthetic_config(cfg))
     loss_fn = make_loss_fn(mcfg)
-    data = {"tokens": jnp.asarray(train_tokens)}
+    rhos = np.asarray(rhos)
+    per_token = rhos.ndim == 3
+    if per_token:
+        loss_fn = lambda p, b, f=loss_fn: f(p, b) * b["rho"]
     phi_fn = in_context_loss_fn(mcfg, repeat_tokens)
 
     def draws(rho):
+        rho = jnp.asarray(rho, jnp.float32)
+        data = {"tokens": jnp.asarray(train_tokens), **({"rho": rho} if per_token else {})}
         r = sample(jax.random.key(cfg.sample_seed + 1), loss_fn, params, data,
                    sampler=sgld(step_size or cfg.step_size), nbeta=cfg.nbeta, gamma=cfg.gamma,
                    num_chains=cfg.num_chains, num_draws=cfg.resample_draws,
                    num_burnin=cfg.num_burnin * steps_per_draw, steps_per_draw=steps_per_draw,
-                   batch_size=cfg.sample_batch, weights=jnp.asarray(rho, jnp.float32),
+                   batch_size=cfg.sample_batch, weights=None if per_token else rho,
                    observables={"phi": phi_fn}, progress=progress)
         return np.asarray(r.observables["phi"], np.float64)
 
-    base = draws(np.ones(np.shape(rhos)[1]))
+    base = draws(np.ones(rhos.shape[1:]))
     out = [mean_estimate(draws(rho) - base, num_batches=cfg.num_batches) for rho in rhos]
     return np.array([float(e.value) for e in out]), np.array([float(e.se) for e in out])
 
@@ -241,27 +261,15 @@ def step_size_check(cfg: PatterningConfig, params, train_tokens, repeat_tokens, 
                     *, num_draws: int, progress: bool = False) -> dict:
     """Predicted (β χ̂ (ρ − 1), from a fresh run) and resampled shift for one ``rho`` at SGLD step
     ``step_size``, with ``steps_per_draw = round(cfg.step_size / step_size)`` so that a draw spans
-    the same Langevin time. Minibatch gradient noise adds variance ∝ ε to every step: the chain's
-    stationary law is hotter than the posterior, its covariances grow but its response to a force
-    does not, so the ratio resampled / predicted should approach 1 as ε → 0."""
+    the same Langevin time. Minibatch gradient noise, relative to the Langevin noise, grows with ε:
+    the chain's stationary law is hotter than the posterior, its covariances grow but its response
+    to a force does not, so the ratio resampled / predicted should approach 1 as ε → 0."""
     k = max(1, round(cfg.step_size / step_size))
-    sub = dataclasses.replace(cfg, step_size=float(step_size), num_draws=int(num_draws),
-                              num_burnin=cfg.num_burnin * k)
-    mcfg = model_config(synthetic_config(cfg))
-    loss_fn = make_loss_fn(mcfg)
-    seq_loss = lambda p, b: loss_fn(p, b).mean(axis=1)
-    data = {"tokens": jnp.asarray(train_tokens)}
-    res = sample(jax.random.key(cfg.sample_seed), loss_fn, params, data,
-                 sampler=sgld(sub.step_size), nbeta=cfg.nbeta, gamma=cfg.gamma,
-                 num_chains=cfg.num_chains, num_draws=sub.num_draws, num_burnin=sub.num_burnin,
-                 steps_per_draw=k, batch_size=cfg.sample_batch,
-                 observables={"phi": in_context_loss_fn(mcfg, repeat_tokens),
-                              "losses": observable(seq_loss, data, chunk_size=1024)},
-                 draw_loss="observable:losses", num_batches=cfg.num_batches, progress=progress)
-    sus = {"phi": np.asarray(res.observables["phi"]),
-           "centred_losses": np.asarray(res.observables["losses"]) - np.asarray(res.loss)[..., None]}
-    pred, pred_se = predicted_shifts(cfg, sus, np.asarray(rho)[None])
-    rs, rs_se = resampled_shifts(cfg, params, train_tokens, repeat_tokens, np.asarray(rho)[None],
+    rho = np.asarray(rho)[None]
+    sus = early_susceptibility(cfg, params, train_tokens, repeat_tokens, step_size=step_size,
+                               steps_per_draw=k, num_draws=num_draws, progress=progress)
+    pred, pred_se = predicted_shifts(cfg, sus, rho)
+    rs, rs_se = resampled_shifts(cfg, params, train_tokens, repeat_tokens, rho,
                                  step_size=step_size, steps_per_draw=k, progress=progress)
     return {"predicted": float(pred[0]), "predicted_se": float(pred_se[0]),
             "resampled": float(rs[0]), "resampled_se": float(rs_se[0]), "steps_per_draw": k}

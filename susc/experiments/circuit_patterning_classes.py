@@ -12,7 +12,9 @@ the response of ⟨φ⟩ to moving mass onto class c. With token shares q_c and 
 
 The minimum-norm token weights for a target dμ in the class-constant subspace are ρ_c − 1 ∝ χ̄_c:
 `susc.patterning.reweighting` applied to the token-expanded row χ̄_{c(t)} gives exactly that, and
-mass is preserved because Σ_c q_c χ̄_c = 0 (L_n = Σ_c q_c L_c at every draw).
+mass is preserved because Σ_c q_c χ̄_c = 0 (L_n = Σ_c q_c L_c at every draw). The prediction is
+`circuit_patterning.predicted_shifts` with ``shares=q`` and the check `resampled_shifts` with the
+token weights ρ_{c(t)}.
 """
 from __future__ import annotations
 
@@ -25,12 +27,10 @@ from ..estimators.susceptibility import susceptibility
 from ..models.transformer import make_loss_fn
 from ..samplers import sgld
 from ..sampling.runner import sample
-from ..stats.covariance import mean_estimate
 from .circuit_patterning import PatterningConfig, in_context_loss_fn, synthetic_config
 from .transformer import model_config
 
-__all__ = ["class_loss_fn", "class_susceptibility", "class_arm_weights", "class_predicted",
-           "class_resampled_shifts"]
+__all__ = ["class_loss_fn", "class_susceptibility", "class_arm_weights"]
 
 
 def class_loss_fn(mcfg, tokens, labels, num_classes: int, *, chunk: int = 1000):
@@ -72,7 +72,7 @@ def class_susceptibility(cfg: PatterningConfig, params, tokens, labels, repeat_t
     centred = Lc - (Lc @ q)[..., None]
     est = susceptibility(phi, centred, num_batches=cfg.num_batches)
     return {"chi": np.asarray(est.value).reshape(-1), "chi_se": np.asarray(est.se).reshape(-1),
-            "q": q, "phi": phi, "centred": centred}
+            "q": q, "phi": phi, "centred_losses": centred}
 
 
 def class_arm_weights(cfg: PatterningConfig, chi, q, labels):
@@ -96,33 +96,3 @@ def class_arm_weights(cfg: PatterningConfig, chi, q, labels):
         if np.all(1 + g >= 0):
             break
     return ["accelerate_class", "delay_class", "random_class"], np.stack([acc, dec, 1 + g])
-
-
-def class_predicted(cfg: PatterningConfig, sus: dict, rhos) -> tuple[np.ndarray, np.ndarray]:
-    """dμ_pred = −nβ Cov[φ, Σ_c q_c (ρ_c − 1)(L_c − L_n)] for each row of ``rhos`` [A, P]."""
-    d = (np.asarray(rhos, np.float64) - 1.0) * sus["q"]                  # [A, P]
-    est = susceptibility(sus["phi"], sus["centred"] @ d.T, num_batches=cfg.num_batches)
-    return cfg.nbeta * np.asarray(est.value).reshape(-1), cfg.nbeta * np.asarray(est.se).reshape(-1)
-
-
-def class_resampled_shifts(cfg: PatterningConfig, params, tokens, labels, repeat_tokens, rhos,
-                           *, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """⟨φ⟩_ρ − ⟨φ⟩_1 with per-token weights ρ_{c(t)} (carried in the data, so minibatches take
-    their rows' weights), common random numbers with the unweighted run; batch-means SE."""
-    mcfg = model_config(synthetic_config(cfg))
-    loss_fn = make_loss_fn(mcfg)
-    weighted = lambda p, b: loss_fn(p, b) * b["rho"]
-    labels = np.asarray(labels)
-
-    def draws(rho_c):
-        data = {"tokens": jnp.asarray(tokens), "rho": jnp.asarray(np.asarray(rho_c)[labels], jnp.float32)}
-        r = sample(jax.random.key(cfg.sample_seed + 1), weighted, params, data,
-                   sampler=sgld(cfg.step_size), nbeta=cfg.nbeta, gamma=cfg.gamma,
-                   num_chains=cfg.num_chains, num_draws=cfg.resample_draws,
-                   num_burnin=cfg.num_burnin, batch_size=cfg.sample_batch,
-                   observables={"phi": in_context_loss_fn(mcfg, repeat_tokens)}, progress=progress)
-        return np.asarray(r.observables["phi"], np.float64)
-
-    base = draws(np.ones(np.shape(rhos)[1]))
-    out = [mean_estimate(draws(rho) - base, num_batches=cfg.num_batches) for rho in rhos]
-    return np.array([float(e.value) for e in out]), np.array([float(e.se) for e in out])

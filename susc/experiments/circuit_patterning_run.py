@@ -33,8 +33,7 @@ from . import common, formation, register
 from .circuit_patterning import (PatterningConfig, arm_weights, early_susceptibility, null_weights,
                                  predicted_shifts, resampled_shifts, step_size_check, synthetic_config,
                                  train_arm)
-from .circuit_patterning_classes import (class_arm_weights, class_predicted, class_resampled_shifts,
-                                         class_susceptibility)
+from .circuit_patterning_classes import class_arm_weights, class_susceptibility
 from .transformer import make_data, model_config
 
 __all__ = ["run"]
@@ -95,7 +94,7 @@ def run(cfg: PatterningConfig, work_dir, *, progress: bool = True):
 
     labels = np.asarray(tr["labels"])
     P = len(PATTERNS)
-    seq_names, train_rho = list(names), [r for r in rhos]
+    train_rho = list(rhos)
     pred, pred_se = ws["dmu_predicted"], ws["dmu_predicted_se"]
     rsm, rsm_se = rs["value"], rs["se"]
     rms = [float(np.sqrt(np.mean((r - 1) ** 2))) for r in rhos]
@@ -107,8 +106,8 @@ def run(cfg: PatterningConfig, work_dir, *, progress: bool = True):
             sus = class_susceptibility(cfg, w_e, tokens, labels, rep, P, num_draws=cfg.class_draws,
                                        progress=progress)
             cnames, crho = class_arm_weights(cfg, sus["chi"], sus["q"], labels)
-            cp_, cp_se = class_predicted(cfg, sus, crho)
-            cr, cr_se = class_resampled_shifts(cfg, w_e, tokens, labels, rep, crho, progress=progress)
+            cp_, cp_se = predicted_shifts(cfg, sus, crho, shares=sus["q"])
+            cr, cr_se = resampled_shifts(cfg, w_e, tokens, rep, crho[:, labels], progress=progress)
             return {"names": np.array(cnames), "rho": crho, "chi": sus["chi"], "chi_se": sus["chi_se"],
                     "q": sus["q"], "pred": cp_, "pred_se": cp_se, "rs": cr, "rs_se": cr_se}
         cls = common.cached_stage(work / "classes.npz", class_stage)
