@@ -177,3 +177,13 @@ def test_random_reweighting_matches_norm_and_mass():
     assert abs(np.corrcoef(r, rho)[0, 1]) < 4 / np.sqrt(rho.size)   # an independent direction
     with pytest.raises(ValueError, match="negative"):
         patterning.random_reweighting(jax.random.key(3), 1 + 40 * (rho - 1))
+
+
+def test_random_reweighting_with_shares_preserves_weighted_mass_and_size():
+    q = np.array([0.5, 0.2, 0.2, 0.1])
+    like = np.array([0.9, 1.3, 1.1, 0.4])          # Σ q (ρ − 1) = 0
+    r = patterning.random_reweighting(jax.random.key(5), like, shares=q)
+    assert abs(q @ (r - 1)) < 1e-12
+    assert np.sum(q * (r - 1) ** 2) == pytest.approx(np.sum(q * (like - 1) ** 2), rel=1e-12)
+    with pytest.raises(ValueError, match="shares"):
+        patterning.random_reweighting(jax.random.key(5), like, shares=q[:3])

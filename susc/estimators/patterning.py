@@ -124,9 +124,11 @@ def reweighting(chi_hat, dmu, *, alpha: float | None = None, max_change: float |
                        frac_negative=float(np.mean(rho < 0)), mass_change=float(rho.sum() - rho.size))
 
 
-def random_reweighting(key, like, *, centred: bool = True) -> np.ndarray:
+def random_reweighting(key, like, *, shares=None, centred: bool = True) -> np.ndarray:
     """A random-direction control for a reweighting ``like`` = ρ: ``1 + r`` with r Gaussian,
-    centred (Σr = 0, mass preserved) when ``centred``, and ‖r‖ = ‖ρ − 1‖.
+    centred (Σ_j s_j r_j = 0, mass preserved) when ``centred``, and of the same size,
+    Σ_j s_j r_j² = Σ_j s_j (ρ_j − 1)², with shares s_j (default equal: ‖r‖ = ‖ρ − 1‖; token
+    shares q_c when ρ is a weight per class of tokens).
 
     A patterning claim should beat this control: same size of data change, no susceptibility in
     its direction (its predicted shift β χ̂ r is ≈ 0 up to ‖χ̂‖‖r‖/√n). Raises when the draw has a
@@ -135,10 +137,13 @@ def random_reweighting(key, like, *, centred: bool = True) -> np.ndarray:
     like = np.asarray(like, dtype=np.float64)
     if like.ndim != 1:
         raise ValueError(f"`like` must be a 1-D weight vector ρ; got shape {like.shape}.")
+    s = np.ones_like(like) if shares is None else np.asarray(shares, dtype=np.float64)
+    if s.shape != like.shape or np.any(s < 0) or not s.sum() > 0:
+        raise ValueError(f"`shares` must be nonnegative of shape {like.shape} with a positive sum.")
     r = np.asarray(jax.random.normal(key, like.shape), dtype=np.float64)
     if centred:
-        r -= r.mean()
-    r *= np.linalg.norm(like - 1.0) / np.linalg.norm(r)
+        r -= (r @ s) / s.sum()
+    r *= np.sqrt(np.sum(s * (like - 1.0) ** 2) / np.sum(s * r ** 2))
     if np.any(1.0 + r < 0):
         raise ValueError("the random control has negative weights at this norm; use a smaller "
                          "reweighting or another key.")

@@ -88,11 +88,13 @@ def class_arm_weights(cfg: PatterningConfig, chi, q, labels):
         w = patterning.reweighting(row, np.array([sign]), max_change=cfg.max_change).weights
         return np.array([w[first[c]] if c in first else 1.0 for c in range(len(q))])
     acc, dec = per_class(-1.0), per_class(1.0)
-    norm = np.sqrt(np.sum(q * (acc - 1) ** 2))
-    for r in range(100):                          # first draw with every weight >= 0
-        g = np.asarray(jax.random.normal(jax.random.key(cfg.sample_seed + 40 + r), (len(q),)))
-        g = (g - g @ q) * (q > 0)
-        g *= norm / np.sqrt(np.sum(q * g ** 2))
-        if np.all(1 + g >= 0):
+    for r in range(100):                          # the first draw with every weight >= 0
+        try:
+            rand = patterning.random_reweighting(jax.random.key(cfg.sample_seed + 40 + r), acc,
+                                                 shares=q)
             break
-    return ["accelerate_class", "delay_class", "random_class"], np.stack([acc, dec, 1 + g])
+        except ValueError:
+            continue
+    else:
+        raise ValueError("no nonnegative random class direction in 100 draws; lower max_change.")
+    return ["accelerate_class", "delay_class", "random_class"], np.stack([acc, dec, rand])
