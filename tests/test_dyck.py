@@ -23,24 +23,29 @@ def test_counts_are_binomial_and_catalan(L):
     y = dyck.labels(x)
     assert x.shape == (2 ** L, L) and len(np.unique(x, axis=0)) == 2 ** L
     assert y[:, 0].sum() == comb(L, m)                       # equal counts
-    assert y[:, 1].sum() == comb(L, m) // (m + 1)            # Catalan number C_m
-    np.testing.assert_array_equal(y[:, 1], [_brute_dyck(s) for s in x])
+    assert y[:, 2].sum() == comb(L, m) // (m + 1)            # Catalan number C_m
+    assert y[:, 1].sum() == (comb(L - 2, m - 1) if L > 2 else 1)   # "(" + equal counts + ")"
+    np.testing.assert_array_equal(y[:, 2], [_brute_dyck(s) for s in x])
     d = dyck.split(L)
     assert len(d["x_probe"]) == comb(L, m) * m // (m + 1)
     assert len(d["x_train"]) + len(d["x_probe"]) == 2 ** L
-    # on the training strings both rules give the training label
-    np.testing.assert_array_equal(dyck.labels(d["x_train"])[:, 0], d["y_train"])
-    np.testing.assert_array_equal(dyck.labels(d["x_train"])[:, 1], d["y_train"])
+    # on the training strings every rule gives the training label
+    for k in range(3):
+        np.testing.assert_array_equal(dyck.labels(d["x_train"])[:, k], d["y_train"])
+    if L == 10:
+        assert d["y_probe"][:, 1].sum() == 28
 
 
 def test_votes_name_the_rule():
     d = dyck.split(10)
-    count_rule = lambda x: dyck.labels(x)[:, 0] == 1
-    depth_rule = lambda x: dyck.labels(x)[:, 1] == 1
-    np.testing.assert_array_equal(dyck.algorithm_votes(count_rule, d["x_probe"]), [1.0, 0.0])
-    np.testing.assert_array_equal(dyck.algorithm_votes(depth_rule, d["x_probe"]), [0.0, 1.0])
+    expected = [[1.0, 0.5, 0.0], [0.5, 1.0, 0.5], [0.0, 0.5, 1.0]]   # (b_E, b_R) = (1,1), (1,0), (0,0)
+    for k in range(3):
+        rule = lambda x, k=k: dyck.labels(x)[:, k] == 1
+        np.testing.assert_array_equal(dyck.algorithm_votes(rule, d["x_probe"]), expected[k])
     with pytest.raises(ValueError, match="answers"):
         dyck.algorithm_votes(lambda x: np.ones(3, bool), d["x_probe"])
+    with pytest.raises(ValueError, match="ambiguous"):
+        dyck.algorithm_votes(lambda x: np.ones(len(x), bool), d["x_train"])
 
 
 def test_bad_input():

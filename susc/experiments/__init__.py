@@ -87,6 +87,7 @@ def _load_modules():
     from . import attribution  # noqa: F401
     from . import token_influence  # noqa: F401
     from . import circuit_patterning_run  # noqa: F401  (imports circuit_patterning: its config)
+    from . import dyck_patterning  # noqa: F401
 
 
 def get(name: str) -> Experiment:
