@@ -43,7 +43,6 @@ import optax
 from ..config import register_config
 from ..data import dyck
 from ..estimators import patterning
-from ..estimators.llc import llc
 from ..models.classifier import init_mlp, mlp_forward, mlp_loss
 from ..samplers import sgld
 from ..sampling.observables import observable
@@ -137,22 +136,23 @@ def _nbeta(cfg, n):
     return float(n / math.log(n)) if cfg.nbeta is None else float(cfg.nbeta)
 
 
-def llc_response(cfg: DyckConfig, w, data, classes, K, rho_class=None) -> dict:
+def llc_response(cfg: DyckConfig, w, data, classes, K, rho_class=None, *, loss_fn=mlp_loss) -> dict:
     """λ̂ at w under class weights ρ (default 1) and, at ρ = 1, X_c = ∂λ̂/∂ρ_c with SEs.
 
     λ̂(ρ) = nβ(E_ρ[L^ρ_n] − L^ρ_n(w)) from the per-sample losses at every draw; X_c as in the
     module docstring, its SE the batch-means SE of the per-draw summand (centred at the pooled
-    means). Chains use the same keys for every ρ (common random numbers)."""
-    n = int(data["y"].shape[0])
+    means). Chains use the same keys for every ρ (common random numbers). ``loss_fn`` follows the
+    package contract ``loss_fn(params, batch) -> [B]``; ``data`` has the rows of ``classes``."""
+    n = int(jax.tree_util.tree_leaves(data)[0].shape[0])
     nb = _nbeta(cfg, n)
     rho = np.ones(K) if rho_class is None else np.asarray(rho_class, np.float64)
     per = rho[classes]
-    res = sample(jax.random.key(cfg.sample_seed), mlp_loss, w, data, sampler=sgld(cfg.step_size),
+    res = sample(jax.random.key(cfg.sample_seed), loss_fn, w, data, sampler=sgld(cfg.step_size),
                  nbeta=nb, gamma=cfg.gamma, num_chains=cfg.num_chains, num_draws=cfg.num_draws,
                  num_burnin=cfg.num_burnin, weights=jnp.asarray(per, jnp.float32),
-                 observables={"losses": observable(mlp_loss, data)}, progress=False)
+                 observables={"losses": observable(loss_fn, data)}, progress=False)
     ls = np.asarray(res.observables["losses"], np.float64)                 # [C, D, n]
-    l0 = np.asarray(mlp_loss(w, data), np.float64)
+    l0 = np.asarray(loss_fn(w, data), np.float64)
     trace = nb * ((ls * per).mean(-1) - (l0 * per).mean())
     lam = mean_estimate(trace, num_batches=cfg.num_batches)
     onehot = np.eye(K)[classes]                                            # [n, K]
