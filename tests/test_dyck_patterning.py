@@ -1,8 +1,6 @@
 """The dyck-patterning experiment: the LLC susceptibility against a closed form, the target weights'
 algebra, the string classes, and the tiny profile end to end."""
-import dataclasses
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
