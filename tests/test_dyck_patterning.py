@@ -73,3 +73,5 @@ def test_tiny_run(tmp_path):
     np.testing.assert_allclose(A["class_weights"] @ sizes, sizes.sum(), rtol=1e-9)
     np.testing.assert_allclose(A["dllc_predicted"], (A["class_weights"] - 1) @ A["llc_susceptibility"].T)
     assert np.all(A["train_accuracy"] == 1.0)                     # every arm fits the training set
+    assert A["decay_sweep_found"].shape == (len(cfg.decay_sweep) + 1, S)
+    np.testing.assert_array_equal(A["decay_sweep_found"][-1], A["found"][:, 0])
