@@ -59,7 +59,7 @@ __all__ = ["DyckConfig", "string_classes", "train_seeds", "solutions", "llc_resp
 @register_config(
     "dyck-patterning",
     tiny={},
-    small={"train_steps": 3000, "seeds": tuple(range(8)), "num_draws": 400, "num_burnin": 200,
+    small={"train_steps": 3000, "seeds": tuple(range(16)), "num_draws": 400, "num_burnin": 200,
            "num_random": 4})
 @dataclasses.dataclass(frozen=True)
 class DyckConfig:
