@@ -46,6 +46,8 @@ def test_patterning_experiment_end_to_end(tmp_path):
     assert np.all(cw >= 0) and np.max(np.abs(cw[:2] - 1)) == pytest.approx(1.0, rel=1e-6)
     assert a["weight_rms"][8] == pytest.approx(a["weight_rms"][6], rel=1e-6)
     assert a["null_formation_step"].shape == (S, cfg.num_null)
+    assert a["resample_formation_step"].shape == (S, len(cfg.resample_arms))
+    assert a["resample_induction_loss"].shape[:2] == (S, len(cfg.resample_arms))
     assert a["dmu_predicted"][0] == 0 and a["dmu_resampled"][0] == 0
     # weights: max change where targeted, mass preserved, opposite arms mirror each other
     dev = np.abs(a["weights"] - 1).max(axis=1)
@@ -71,3 +73,18 @@ def test_train_arm_with_unit_weights_is_unweighted_training():
     np.testing.assert_allclose(one["induction_loss"], two["induction_loss"], rtol=1e-5)
     with pytest.raises(ValueError, match="nonnegative"):
         cp.train_arm(cfg, 0, -np.ones(cfg.num_train), tr["tokens"], rep)
+
+
+def test_resampled_indices_follow_the_weights():
+    import jax.numpy as jnp
+    resampled_indices = cp.resampled_indices
+    key = jax.random.key(3)
+    rho = jnp.zeros(10).at[3].set(1.0).at[7].set(3.0)
+    idx = np.asarray(resampled_indices(key, rho, 40000))
+    assert set(np.unique(idx)) == {3, 7}
+    frac = np.mean(idx == 7)                          # 0.75, binomial SE 0.0022
+    assert abs(frac - 0.75) < 4 * np.sqrt(0.75 * 0.25 / idx.size)
+    # common random numbers: a small change of ρ moves few draws
+    a = np.asarray(resampled_indices(key, jnp.ones(100), 1000))
+    b = np.asarray(resampled_indices(key, jnp.ones(100).at[0].set(1.05), 1000))
+    assert 0 < np.mean(a != b) < 0.05

@@ -49,7 +49,7 @@ from .transformer import SyntheticConfig, model_config
 
 __all__ = ["PatterningConfig", "arm_weights", "train_arm", "early_susceptibility", "predicted_shifts",
            "resampled_shifts", "step_size_check", "synthetic_config",
-           "null_weights", "in_context_loss_fn"]
+           "null_weights", "in_context_loss_fn", "resampled_indices"]
 
 
 @register_config(
@@ -59,7 +59,7 @@ __all__ = ["PatterningConfig", "arm_weights", "train_arm", "early_susceptibility
            "readout_every": 50,
            "seeds": (0, 1, 2), "num_chains": 4, "num_draws": 200, "num_burnin": 100,
            "resample_draws": 400, "repeat_sequences": 128, "num_null": 2, "class_draws": 100, "eps_check": (2.5e-4,),
-           "eps_check_draws": 150})
+           "eps_check_draws": 150, "resample_arms": ("baseline", "accelerate", "delay", "random")})
 @dataclasses.dataclass(frozen=True)
 class PatterningConfig:
     """Sizes (class defaults = ``tiny``). ``small`` is the synthetic-language ``tiny`` transformer
@@ -85,6 +85,7 @@ class PatterningConfig:
     max_change: float = 1.0              # max |ρ − 1| of the accelerate / delay / random arms
     sweep: tuple = (0.25, 0.5)           # smaller max |ρ − 1| of the linear-regime sweep
     num_null: int = 1                    # extra random reweightings per seed (formation null)
+    resample_arms: tuple = ("accelerate",)  # arms retrained again with the data resampled ∝ ρ
     class_arms: bool = True              # also pattern per-token weights by planted class
     class_draws: int = 10                # draws per chain of the class-susceptibility run
     step_size: float = 1e-3              # SGLD ε, nβ, γ as chapters 11–12
@@ -108,10 +109,21 @@ def synthetic_config(cfg: PatterningConfig) -> SyntheticConfig:
                            num_eval=cfg.num_eval, data_seed=cfg.data_seed)
 
 
+def resampled_indices(key, rho, batch: int):
+    """``batch`` indices drawn with replacement with probabilities ρ_j/Σρ by inverse CDF: the same
+    key gives the same uniforms for any ρ (common random numbers across arms)."""
+    cdf = jnp.cumsum(rho) / jnp.sum(rho)
+    u = jax.random.uniform(key, (batch,))
+    return jnp.minimum(jnp.searchsorted(cdf, u), rho.shape[0] - 1)
+
+
 @functools.lru_cache(maxsize=8)
-def _chunk_fn(mcfg: TransformerConfig, lr: float, steps: int, warmup: int, n: int, batch: int):
+def _chunk_fn(mcfg: TransformerConfig, lr: float, steps: int, warmup: int, n: int, batch: int,
+              resample: bool = False):
     """One jitted chunk of weighted AdamW steps; ρ, data, key and carry are arguments, so every arm
-    and seed of one config shares the compiled program."""
+    and seed of one config shares the compiled program. With ``resample`` each minibatch is drawn
+    with replacement with probabilities ρ_j/Σρ and unit weights (the data resampled instead of
+    the loss reweighted); the inverse-CDF draw shares its uniforms across arms of one seed."""
     loss_fn = make_loss_fn(mcfg)
     opt = adamw(lr, num_steps=steps, warmup_steps=warmup)
     per_epoch = n // batch
@@ -120,11 +132,15 @@ def _chunk_fn(mcfg: TransformerConfig, lr: float, steps: int, warmup: int, n: in
     def run(carry, steps_, data, rho, key):
         def one(carry, step):
             p, s = carry
-            perm = jax.random.permutation(jax.random.fold_in(key, step // per_epoch), n)
-            idx = jax.lax.dynamic_slice(perm, ((step % per_epoch) * batch,), (batch,))
+            if resample:
+                idx, w = resampled_indices(jax.random.fold_in(key, step), rho, batch), jnp.ones(batch)
+            else:
+                perm = jax.random.permutation(jax.random.fold_in(key, step // per_epoch), n)
+                idx = jax.lax.dynamic_slice(perm, ((step % per_epoch) * batch,), (batch,))
+                w = rho[idx]
             def obj(q):
                 per = loss_fn(q, {"tokens": data[idx]})                      # [B, T]
-                return jnp.mean((per if rho.ndim == 2 else per.mean(axis=1)) * rho[idx])
+                return jnp.mean((per if w.ndim == 2 else per.mean(axis=1)) * w)
             loss, g = jax.value_and_grad(obj)(p)
             u, s = opt.update(g, s, p)
             return (jax.tree.map(jnp.add, p, u), s), loss
@@ -139,9 +155,10 @@ def _readout_fn(mcfg: TransformerConfig):
 
 
 def train_arm(cfg: PatterningConfig, seed: int, weights, train_tokens, repeat_tokens, *,
-              keep_step: int | None = None) -> dict:
+              keep_step: int | None = None, resample: bool = False) -> dict:
     """Train seed ``seed`` from its initialization with per-sequence ρ [n] or per-token ρ [n, T]
-    weights (normalized to mean 1).
+    weights (normalized to mean 1); with ``resample``, per-sequence ρ only, the minibatches are
+    drawn ∝ ρ instead (see `_chunk_fn`).
 
     Returns ``steps`` [R], ``prefix_matching`` [R, L·H], ``induction_loss`` [R] (φ) at every
     ``readout_every`` steps from 0, ``loss`` [train_steps] and, with ``keep_step``, the flat
@@ -152,8 +169,11 @@ def train_arm(cfg: PatterningConfig, seed: int, weights, train_tokens, repeat_to
     if rho.shape not in ((n,), (n, train_tokens.shape[1] - 1)) or bool(jnp.any(rho < 0)):
         raise ValueError(f"`weights` must be nonnegative, per sequence ({n},) or per target token "
                          f"({n}, {train_tokens.shape[1] - 1}); got {rho.shape}.")
+    if resample and rho.ndim != 1:
+        raise ValueError("resample=True needs per-sequence weights ρ [n].")
     rho = rho / rho.mean()
-    run, opt = _chunk_fn(mcfg, cfg.learning_rate, cfg.train_steps, cfg.warmup_steps, n, cfg.train_batch)
+    run, opt = _chunk_fn(mcfg, cfg.learning_rate, cfg.train_steps, cfg.warmup_steps, n, cfg.train_batch,
+                         bool(resample))
     read = functools.partial(_readout_fn(mcfg), tokens=jnp.asarray(repeat_tokens))
     params = init_params(jax.random.key(seed), mcfg)
     carry, key, data = (params, opt.init(params)), jax.random.key(1000 + seed), jnp.asarray(train_tokens)

@@ -15,7 +15,10 @@ retraining per (seed, arm) and per (seed, null reweighting). Arrays
 ``chi`` / ``chi_se`` / ``induction_fraction`` [n], ``weights`` [sequence arms, n],
 ``max_change`` [sequence arms], ``weight_rms`` [A] (RMS of ρ − 1 over target tokens),
 ``class_names`` / ``class_chi`` / ``class_chi_se`` / ``class_share`` [P], ``class_weights``
-[class arms, P], ``eps_check`` and ``eps_{predicted,resampled}{,_se}`` [E].
+[class arms, P], ``eps_check`` and ``eps_{predicted,resampled}{,_se}`` [E]; with
+``resample_arms``, ``resample_arm_names`` [Ar] and ``resample_formation_step`` [S, Ar],
+``resample_prefix_matching_max`` / ``resample_induction_loss`` [S, Ar, R]: the same weights
+realized by drawing the minibatches ∝ ρ (unit loss weights), thresholds of the weighted baseline.
 """
 from __future__ import annotations
 
@@ -123,6 +126,9 @@ def run(cfg: PatterningConfig, work_dir, *, progress: bool = True):
              for a, rho in zip(names, train_rho)] for s in cfg.seeds]
     nulls = null_weights(cfg, acc)
     null_runs = [[arm_run(s, f"null{k}", rho) for k, rho in enumerate(nulls)] for s in cfg.seeds]
+    rs_names = list(cfg.resample_arms)
+    rs_runs = [[arm_run(s, f"{a}-resampled", np.ones(len(tokens)) if a == "baseline"
+                        else rhos[names.index(a)], resample=True) for a in rs_names] for s in cfg.seeds]
     timings["retrain_s"] = time.perf_counter() - t
     steps = runs[0][0]["steps"]
     e = int(np.searchsorted(steps, cfg.early_step))
@@ -152,6 +158,14 @@ def run(cfg: PatterningConfig, work_dir, *, progress: bool = True):
               "eps_check": np.array(cfg.eps_check, float),
               **{f"eps_{k}": np.array([float(x[k]) for x in eps], float)
                  for k in ("predicted", "predicted_se", "resampled", "resampled_se")}}
+    if rs_names:
+        rs_pm = np.array([[r["prefix_matching"].max(axis=1) for r in row] for row in rs_runs])
+        arrays.update({"resample_arm_names": np.array(rs_names), "resample_prefix_matching_max": rs_pm,
+                       "resample_induction_loss": np.array([[r["induction_loss"] for r in row]
+                                                            for row in rs_runs]),
+                       "resample_formation_step": np.array(
+                           [[formation.crossing_step(steps, pm, th) for pm in row]
+                            for row, th in zip(rs_pm, thresholds)])})
     if cls:
         arrays.update({"class_names": np.array([PATTERNS[c] for c in range(P)]),
                        "class_chi": cls["chi"], "class_chi_se": cls["chi_se"],
