@@ -88,3 +88,19 @@ def test_resampled_indices_follow_the_weights():
     a = np.asarray(resampled_indices(key, jnp.ones(100), 1000))
     b = np.asarray(resampled_indices(key, jnp.ones(100).at[0].set(1.05), 1000))
     assert 0 < np.mean(a != b) < 0.05
+
+
+def test_train_arm_seeds_matches_train_arm():
+    from susc.experiments.circuit_patterning_seeds import train_arm_seeds
+    import dataclasses
+    cfg = dataclasses.replace(cp.PatterningConfig(), train_steps=100, readout_every=50)
+    tr, _ = make_data(cp.synthetic_config(cfg))
+    tokens = np.asarray(tr["tokens"])
+    rep = formation.repeated_sequences(jax.random.key(7), 8, cfg.seq_len // 2, cfg.vocab_size, low=19)
+    rho = np.random.default_rng(0).uniform(0.5, 1.5, len(tokens))
+    many = train_arm_seeds(cfg, [0, 5], rho, tokens, rep)
+    for k, s in enumerate([0, 5]):
+        one = cp.train_arm(cfg, s, rho, tokens, rep)
+        np.testing.assert_array_equal(many["steps"], one["steps"])
+        np.testing.assert_allclose(many["induction_loss"][k], one["induction_loss"], rtol=2e-4, atol=2e-5)
+        np.testing.assert_allclose(many["prefix_matching"][k], one["prefix_matching"], atol=2e-4)
