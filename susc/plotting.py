@@ -13,7 +13,7 @@ from typing import Sequence
 import matplotlib as mpl
 import numpy as np
 
-__all__ = ["PALETTE", "DIVERGING_CMAP", "SEQUENTIAL_CMAP", "STYLE", "use_style", "heatmap"]
+__all__ = ["PALETTE", "DIVERGING_CMAP", "SEQUENTIAL_CMAP", "STYLE", "use_style", "heatmap", "shift_strip"]
 
 # Okabe & Ito (2008), "Color Universal Design"; black moved last so lines stay coloured.
 PALETTE = (
@@ -108,3 +108,24 @@ def heatmap(
     if colorbar:
         ax.figure.colorbar(im, ax=ax, shrink=0.85)
     return im
+
+
+def shift_strip(ax, shifts, *, censored_at: float, ylabel: str | None = None, jitter: float = 0.2):
+    """One jittered column of points per group: ``shifts`` maps a label to a 1-D array (e.g. an
+    arm's formation step minus its seed's baseline). Infinite entries (the run or its baseline
+    never formed) are drawn hollow at ±``censored_at`` and NaN (neither formed) hollow at 0, so
+    that they stay visible without pretending to a value. Returns ``ax``."""
+    for k, (label, d) in enumerate(shifts.items()):
+        d = np.asarray(d, dtype=float).ravel()
+        x = k + (np.linspace(-jitter, jitter, d.size) if d.size > 1 else np.zeros(d.size))
+        ok = np.isfinite(d)
+        shown = np.where(np.isnan(d), 0.0, np.clip(d, -censored_at, censored_at))
+        ax.plot(x[ok], d[ok], "o", ms=4, color=f"C{k % 10}")
+        ax.plot(x[~ok], shown[~ok], "o", ms=4, mfc="none", color=f"C{k % 10}")
+    ax.axhline(0, color="k", lw=0.8)
+    for y in (-censored_at, censored_at):
+        ax.axhline(y, color="0.7", ls=":", lw=0.8)
+    ax.set_xticks(range(len(shifts)), list(shifts))
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    return ax

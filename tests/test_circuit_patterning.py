@@ -104,3 +104,49 @@ def test_train_arm_seeds_matches_train_arm():
         np.testing.assert_array_equal(many["steps"], one["steps"])
         np.testing.assert_allclose(many["induction_loss"][k], one["induction_loss"], rtol=2e-4, atol=2e-5)
         np.testing.assert_allclose(many["prefix_matching"][k], one["prefix_matching"], atol=2e-4)
+
+
+def test_hand_class_weights_preserve_mass_and_refuse_negative_weights():
+    from susc.experiments.circuit_patterning_controls import hand_class_weights
+    q = np.array([0.5, 0.2, 0.3])
+    for up in (0.0, 2.0, 5.0):
+        rho = hand_class_weights(q, 1, up)
+        assert rho[1] == up and q @ rho == pytest.approx(1.0, rel=1e-12)
+        assert np.all(rho[[0, 2]] == rho[0])
+    with pytest.raises(ValueError, match="negative"):
+        hand_class_weights(q, 1, 6.0)
+
+
+@pytest.mark.slow
+def test_controls_end_to_end_tiny(tmp_path):
+    """The controls run on the shipped tiny results: the coordinate is the last layer's mean
+    prefix-matching score, the class predictions are the exact identity nβ Σ_c q_c (ρ_c − 1) χ̄_c,
+    the pm arms mirror each other at max_change, and tiny_random has tiny_scale of the size."""
+    from susc.experiments import circuit_patterning_controls as cc
+    from susc.models.transformer import init_params
+    res = cc.run_controls("tiny", [0], tmp_path, num_draws=6, tiny_scale=0.05, progress=False)
+    shipped = experiments.load_results("transformer-patterning", "tiny")
+    cfg = cp.PatterningConfig()
+    names = list(res["arm_names"])
+    assert names == list(cc.ARMS)
+    q, cw, chi = res["class_share"], res["class_weights"], res["class_chi"]
+    np.testing.assert_allclose(cw @ q, 1.0, rtol=1e-9)
+    np.testing.assert_allclose(res["dmu_predicted"][1:6], cfg.nbeta * ((cw - 1) * q) @ chi,
+                               rtol=1e-3, atol=1e-9)
+    assert res["dmu_predicted"][1] > 0 > res["dmu_predicted"][2]
+    np.testing.assert_allclose(cw[0] - 1, 1 - cw[1], atol=1e-12)
+    assert np.max(np.abs(cw[:2] - 1)) == pytest.approx(cfg.max_change, rel=1e-9)
+    rms = res["weight_rms"]
+    assert rms[3] == pytest.approx(rms[1], rel=1e-6) and rms[4] == pytest.approx(rms[5])
+    acc = shipped.arrays["weights"][list(shipped.arrays["arm_names"]).index("accelerate")]
+    assert rms[6] == pytest.approx(0.05 * np.sqrt(np.mean((acc - 1) ** 2)), rel=1e-6)
+    # the coordinate is the mean over the last layer's heads of the readout at the initialization
+    mcfg = cp.model_config(cp.synthetic_config(cfg))
+    rep = formation.repeated_sequences(jax.random.key(7), cfg.repeat_sequences, cfg.seq_len // 2,
+                                       cfg.vocab_size, low=19)
+    mu0 = cc.last_layer_prefix_matching_fn(mcfg, rep)(init_params(jax.random.key(0), mcfg))
+    np.testing.assert_allclose(res["coordinate"][0, :, 0], float(mu0), rtol=1e-5)
+    np.testing.assert_array_equal(res["dmu_realized"][:, 0], 0.0)
+    assert res["formation_step"].shape == (1, len(names))
+    again = cc.run_controls("tiny", [0], tmp_path, num_draws=6, progress=False)  # resumes
+    np.testing.assert_array_equal(again["formation_step"], res["formation_step"])

@@ -1,4 +1,4 @@
-"""susc.plotting: the house style and the signed heatmap."""
+"""susc.plotting: the house style, the signed heatmap and the shift strip."""
 import matplotlib
 
 matplotlib.use("Agg")  # in-process only; does not touch MPLBACKEND for notebook kernels
@@ -37,4 +37,13 @@ def test_heatmap_unsigned_and_errors():
         plotting.heatmap(ax, np.zeros((2, 2)), ["a", "b", "c"])
     with pytest.raises(ValueError, match="2-D"):
         plotting.heatmap(ax, np.zeros(3))
+    plt.close(fig)
+
+
+def test_shift_strip_places_censored_runs_at_the_bounds():
+    fig, ax = plt.subplots()
+    plotting.shift_strip(ax, {"a": [10.0, np.inf], "b": [-np.inf, np.nan, -5.0]}, censored_at=100)
+    ys = np.concatenate([ln.get_ydata() for ln in ax.lines if ln.get_marker() == "o"])
+    assert sorted(ys.tolist()) == [-100.0, -5.0, 0.0, 10.0, 100.0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
     plt.close(fig)

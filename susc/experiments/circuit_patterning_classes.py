@@ -56,15 +56,16 @@ def class_loss_fn(mcfg, tokens, labels, num_classes: int, *, chunk: int = 1000):
 
 
 def class_susceptibility(cfg: PatterningConfig, params, tokens, labels, repeat_tokens, num_classes,
-                         *, num_draws: int, progress: bool = False) -> dict:
-    """χ̄_c = −Cov[φ, L_c − L_n] [P] at w_e (with SE), the token shares q [P] and the draws."""
+                         *, num_draws: int, phi_fn=None, progress: bool = False) -> dict:
+    """χ̄_c = −Cov[φ, L_c − L_n] [P] at w_e (with SE), the token shares q [P] and the draws.
+    φ is the in-context loss unless ``phi_fn(params) -> scalar`` is given."""
     mcfg = model_config(synthetic_config(cfg))
     q = np.bincount(np.asarray(labels).ravel(), minlength=num_classes) / np.asarray(labels).size
     res = sample(jax.random.key(cfg.sample_seed), make_loss_fn(mcfg), params,
                  {"tokens": jnp.asarray(tokens)}, sampler=sgld(cfg.step_size), nbeta=cfg.nbeta,
                  gamma=cfg.gamma, num_chains=cfg.num_chains, num_draws=num_draws,
                  num_burnin=cfg.num_burnin, batch_size=cfg.sample_batch,
-                 observables={"phi": in_context_loss_fn(mcfg, repeat_tokens),
+                 observables={"phi": phi_fn or in_context_loss_fn(mcfg, repeat_tokens),
                               "class_loss": class_loss_fn(mcfg, tokens, labels, num_classes)},
                  num_batches=cfg.num_batches, progress=progress)
     phi = np.asarray(res.observables["phi"], np.float64)                  # [C, D]

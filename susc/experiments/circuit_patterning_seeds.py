@@ -37,12 +37,14 @@ __all__ = ["train_arm_seeds", "run_seeds"]
 
 def train_arm_seeds(cfg, seeds, weights, train_tokens, repeat_tokens) -> dict:
     """`train_arm` for many seeds at once: ``steps`` [R], ``prefix_matching`` [S, R, L·H],
-    ``induction_loss`` [S, R]; per-sequence weights ρ [n] (normalized to mean 1)."""
+    ``induction_loss`` [S, R]; per-sequence weights ρ [n] or per-token ρ [n, T] (normalized to
+    mean 1)."""
     mcfg = model_config(synthetic_config(cfg))
     n = train_tokens.shape[0]
     rho = jnp.asarray(weights, jnp.float32)
-    if rho.shape != (n,) or bool(jnp.any(rho < 0)):
-        raise ValueError(f"`weights` must be nonnegative per-sequence weights ({n},); got {rho.shape}.")
+    if rho.shape not in ((n,), (n, train_tokens.shape[1] - 1)) or bool(jnp.any(rho < 0)):
+        raise ValueError(f"`weights` must be nonnegative, per sequence ({n},) or per target token "
+                         f"({n}, {train_tokens.shape[1] - 1}); got {rho.shape}.")
     rho = rho / rho.mean()
     run, opt = _chunk_fn(mcfg, cfg.learning_rate, cfg.train_steps, cfg.warmup_steps, n, cfg.train_batch)
     vrun = jax.jit(jax.vmap(run, in_axes=(0, None, None, None, 0)))
