@@ -150,3 +150,14 @@ def test_controls_end_to_end_tiny(tmp_path):
     assert res["formation_step"].shape == (1, len(names))
     again = cc.run_controls("tiny", [0], tmp_path, num_draws=6, progress=False)  # resumes
     np.testing.assert_array_equal(again["formation_step"], res["formation_step"])
+
+
+def test_seeds_cli_defaults_and_tiny_switch(tmp_path):
+    from susc.experiments.circuit_patterning_seeds import seeds_cli
+    a, profile, seeds, out = seeds_cli("doc", ["--seeds", "2:7"], default="0:8", tiny="0:2",
+                                       suffix="controls")
+    assert profile == "small" and list(seeds) == [2, 3, 4, 5, 6] and out.name == "small-controls"
+    a, profile, seeds, out = seeds_cli("doc", ["--tiny", "--out", str(tmp_path), "--draws", "3"],
+                                       default="0:8", tiny="0:2", suffix="controls",
+                                       extra=[("--draws", {"type": int, "default": None})])
+    assert profile == "tiny" and list(seeds) == [0, 1] and out == tmp_path and a.draws == 3

@@ -49,7 +49,7 @@ from .transformer import SyntheticConfig, model_config
 
 __all__ = ["PatterningConfig", "arm_weights", "train_arm", "early_susceptibility", "predicted_shifts",
            "resampled_shifts", "step_size_check", "synthetic_config",
-           "null_weights", "in_context_loss_fn", "resampled_indices"]
+           "null_weights", "in_context_loss_fn", "resampled_indices", "training_weights"]
 
 
 @register_config(
@@ -154,6 +154,17 @@ def _readout_fn(mcfg: TransformerConfig):
     return jax.jit(lambda p, tokens: formation.induction_readouts(p, tokens, mcfg))
 
 
+def training_weights(weights, train_tokens):
+    """ρ as float32, normalized to mean 1, after checking it is nonnegative and per sequence [n]
+    or per target token [n, T − 1]."""
+    n, t = train_tokens.shape[0], train_tokens.shape[1] - 1
+    rho = jnp.asarray(weights, jnp.float32)
+    if rho.shape not in ((n,), (n, t)) or bool(jnp.any(rho < 0)):
+        raise ValueError(f"`weights` must be nonnegative, per sequence ({n},) or per target token "
+                         f"({n}, {t}); got {rho.shape}.")
+    return rho / rho.mean()
+
+
 def train_arm(cfg: PatterningConfig, seed: int, weights, train_tokens, repeat_tokens, *,
               keep_step: int | None = None, resample: bool = False) -> dict:
     """Train seed ``seed`` from its initialization with per-sequence ρ [n] or per-token ρ [n, T]
@@ -165,13 +176,9 @@ def train_arm(cfg: PatterningConfig, seed: int, weights, train_tokens, repeat_to
     parameters there (``params_at``)."""
     mcfg = model_config(synthetic_config(cfg))
     n = train_tokens.shape[0]
-    rho = jnp.asarray(weights, jnp.float32)
-    if rho.shape not in ((n,), (n, train_tokens.shape[1] - 1)) or bool(jnp.any(rho < 0)):
-        raise ValueError(f"`weights` must be nonnegative, per sequence ({n},) or per target token "
-                         f"({n}, {train_tokens.shape[1] - 1}); got {rho.shape}.")
+    rho = training_weights(weights, train_tokens)
     if resample and rho.ndim != 1:
         raise ValueError("resample=True needs per-sequence weights ρ [n].")
-    rho = rho / rho.mean()
     run, opt = _chunk_fn(mcfg, cfg.learning_rate, cfg.train_steps, cfg.warmup_steps, n, cfg.train_batch,
                          bool(resample))
     read = functools.partial(_readout_fn(mcfg), tokens=jnp.asarray(repeat_tokens))
@@ -246,20 +253,20 @@ def predicted_shifts(cfg: PatterningConfig, sus: dict, rhos, shares=None) -> tup
 
 
 def resampled_shifts(cfg: PatterningConfig, params, train_tokens, repeat_tokens, rhos,
-                     *, step_size: float | None = None, steps_per_draw: int = 1,
+                     *, step_size: float | None = None, steps_per_draw: int = 1, phi_fn=None,
                      progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """⟨φ⟩_ρ − ⟨φ⟩_1 at w_e by sampling the reweighted posterior exp{−nβ L^ρ_n − (γ/2)‖w − w_e‖²}
     with the unweighted run's key (common random numbers); the SE is the batch-means SE of the
     draw-by-draw difference. ``rhos`` is [A, n] (sequence weights, `susc.sample`'s ``weights``) or
     [A, n, T] (token weights, carried in the data so that a minibatch takes its rows' weights).
-    ``step_size`` overrides cfg's ε."""
+    ``step_size`` overrides cfg's ε; φ is the in-context loss unless ``phi_fn`` is given."""
     mcfg = model_config(synthetic_config(cfg))
     loss_fn = make_loss_fn(mcfg)
     rhos = np.asarray(rhos)
     per_token = rhos.ndim == 3
     if per_token:
         loss_fn = lambda p, b, f=loss_fn: f(p, b) * b["rho"]
-    phi_fn = in_context_loss_fn(mcfg, repeat_tokens)
+    phi_fn = phi_fn or in_context_loss_fn(mcfg, repeat_tokens)
 
     def draws(rho):
         rho = jnp.asarray(rho, jnp.float32)

@@ -24,18 +24,21 @@ The formation step uses one threshold on the best prefix-matching score for ever
 of the shipped first seeds' midpoints, as chapter 15's "More seeds"). Each arm is saved to
 ``work/`` when done, so a rerun resumes.
 
+The weights stage also checks the class arms' prediction against the reweighted posterior at
+w_e (`resampled_shifts` with φ = μ), before any retraining.
+
     python -m susc.experiments.circuit_patterning_controls --seeds 0:8 [--tiny] [--out DIR]
 
 Arrays: ``arm_names`` [A], ``seeds`` [S], ``formation_step`` [S, A] (inf: not formed),
 ``threshold`` (scalar), ``readout_steps`` [R], ``prefix_matching_max`` / ``coordinate`` (μ) /
 ``induction_loss`` [S, A, R], ``dmu_predicted`` / ``dmu_predicted_se`` [A] (μ; NaN where no
-susceptibility applies), ``dmu_realized`` [S, A] (μ(arm) − μ(baseline) at ``early_step``),
+susceptibility applies), ``dmu_resampled`` / ``dmu_resampled_se`` [A] (⟨μ⟩_ρ − ⟨μ⟩_1 of the
+reweighted posterior at w_e, common random numbers), ``dmu_realized`` [S, A] (μ(arm) − μ(baseline) at ``early_step``),
 ``weight_rms`` [A] (RMS of ρ − 1 over target tokens), ``class_names`` / ``class_chi`` /
 ``class_chi_se`` / ``class_share`` [P], ``class_weights`` [class arms, P].
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import time
@@ -50,10 +53,11 @@ from .. import config as _config
 from ..data import PATTERNS
 from ..estimators import patterning
 from ..models.transformer import init_params
-from . import DEFAULT_ROOT, common, formation, load_results, save_results
-from .circuit_patterning import model_config, predicted_shifts, synthetic_config, train_arm
+from . import common, formation, save_results
+from .circuit_patterning import (model_config, predicted_shifts, resampled_shifts, synthetic_config,
+                                 train_arm)
 from .circuit_patterning_classes import class_arm_weights, class_susceptibility
-from .circuit_patterning_seeds import train_arm_seeds
+from .circuit_patterning_seeds import load_shipped, seeds_cli, train_arms_cached
 from .transformer import make_data
 
 __all__ = ["ARMS", "last_layer_prefix_matching_fn", "hand_class_weights", "control_weights",
@@ -126,10 +130,7 @@ def run_controls(profile: str, seeds, out: Path, *, num_draws: int | None = None
     ``out/work``). ``num_draws`` (per chain) defaults to the config's ``class_draws``."""
     from ..artifacts import provenance
     t0 = time.perf_counter()
-    shipped = load_results("transformer-patterning", profile, shipped_root)
-    if shipped is None:
-        raise FileNotFoundError(f"no transformer-patterning results at profile {profile!r}: run "
-                                f"`python -m susc run transformer-patterning --profile {profile}` first")
+    shipped = load_shipped(profile, shipped_root)
     cfg = _config.get_config("transformer-patterning", profile)
     mcfg = model_config(synthetic_config(cfg))
     names = [str(a) for a in shipped.arrays["arm_names"]]
@@ -153,20 +154,16 @@ def run_controls(profile: str, seeds, out: Path, *, num_draws: int | None = None
         cfg, w_e, tokens, labels, rep, acc, num_draws=draws, tiny_scale=tiny_scale,
         progress=progress))
     timings["weights_s"] = time.perf_counter() - t
+    # check 1 of chapter 15 for μ: the class arms' prediction against the reweighted posterior
+    t = time.perf_counter()
+    post = common.cached_stage(work / "posterior.npz", lambda: dict(zip(
+        ("value", "se"), resampled_shifts(cfg, w_e, tokens, rep, ws["class_weights"][:, labels],
+                                          phi_fn=last_layer_prefix_matching_fn(mcfg, rep),
+                                          progress=progress))))
+    timings["posterior_s"] = time.perf_counter() - t
 
-    res = {}
-    for a, rho in arm_rhos(ws, labels).items():
-        path = work / f"{a}.npz"
-        if path.exists():
-            res[a] = dict(np.load(path))
-            continue
-        t = time.perf_counter()
-        res[a] = train_arm_seeds(cfg, seeds, rho, tokens, rep)
-        np.savez(work / f"{a}.tmp.npz", **res[a])
-        (work / f"{a}.tmp.npz").replace(path)          # a fault mid-write loses no finished arm
-        timings[f"{a}_s"] = time.perf_counter() - t
-        if progress:
-            print(f"{a}: {len(seeds)} seeds in {timings[f'{a}_s']:.1f} s", flush=True)
+    res = train_arms_cached(cfg, seeds, arm_rhos(ws, labels), tokens, rep, work, progress=progress,
+                            timings=timings)
     steps = res["baseline"]["steps"]
     L, H = mcfg.n_layers, mcfg.n_heads
     pm_all = np.stack([res[a]["prefix_matching"] for a in ARMS], 1)               # [S, A, R, L·H]
@@ -180,6 +177,8 @@ def run_controls(profile: str, seeds, out: Path, *, num_draws: int | None = None
               "prefix_matching_max": pm, "coordinate": mu,
               "induction_loss": np.stack([res[a]["induction_loss"] for a in ARMS], 1),
               "dmu_realized": mu[:, :, e] - mu[:, :1, e],
+              "dmu_resampled": np.r_[0.0, post["value"], np.nan],
+              "dmu_resampled_se": np.r_[0.0, post["se"], np.nan],
               "class_names": np.array([PATTERNS[c] for c in range(len(PATTERNS))]),
               **{k: np.asarray(ws[k]) for k in ("dmu_predicted", "dmu_predicted_se", "weight_rms",
                                                 "class_chi", "class_chi_se", "class_share",
@@ -201,19 +200,11 @@ def run_controls(profile: str, seeds, out: Path, *, num_draws: int | None = None
 
 
 def _main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", default="0:8", help="first:stop (Python range), default 0:8")
-    ap.add_argument("--profile", default="small")
-    ap.add_argument("--tiny", action="store_true", help="CPU check: tiny profile, seeds 0:2")
-    ap.add_argument("--draws", type=int, default=None, help="draws per chain (default class_draws)")
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--shipped-root", default=None, help="results root holding transformer-patterning")
-    a = ap.parse_args(argv)
+    a, profile, seeds, out = seeds_cli(__doc__, argv, default="0:8", tiny="0:2", suffix="controls",
+                                       extra=[("--draws", {"type": int, "default": None,
+                                                           "help": "draws per chain (default class_draws)"})])
     _config.setup()
-    profile = "tiny" if a.tiny else a.profile
-    lo, hi = (int(x) for x in ("0:2" if a.tiny else a.seeds).split(":"))
-    out = Path(a.out) if a.out else DEFAULT_ROOT / "transformer-patterning" / f"{profile}-controls"
-    arr = run_controls(profile, range(lo, hi), out, num_draws=a.draws, shipped_root=a.shipped_root)
+    arr = run_controls(profile, seeds, out, num_draws=a.draws, shipped_root=a.shipped_root)
     print(dict(zip(arr["arm_names"].tolist(), arr["formation_step"].T.tolist())))
 
 

@@ -28,11 +28,12 @@ import numpy as np
 
 from .. import config as _config
 from ..models.transformer import init_params
-from . import DEFAULT_ROOT, formation, load_results, save_results
-from .circuit_patterning import _chunk_fn, _readout_fn, model_config, null_weights, synthetic_config
+from . import DEFAULT_ROOT, common, formation, load_results, save_results
+from .circuit_patterning import (_chunk_fn, _readout_fn, model_config, null_weights, synthetic_config,
+                                 training_weights)
 from .transformer import make_data
 
-__all__ = ["train_arm_seeds", "run_seeds"]
+__all__ = ["train_arm_seeds", "train_arms_cached", "run_seeds", "load_shipped", "seeds_cli"]
 
 
 def train_arm_seeds(cfg, seeds, weights, train_tokens, repeat_tokens) -> dict:
@@ -41,11 +42,7 @@ def train_arm_seeds(cfg, seeds, weights, train_tokens, repeat_tokens) -> dict:
     mean 1)."""
     mcfg = model_config(synthetic_config(cfg))
     n = train_tokens.shape[0]
-    rho = jnp.asarray(weights, jnp.float32)
-    if rho.shape not in ((n,), (n, train_tokens.shape[1] - 1)) or bool(jnp.any(rho < 0)):
-        raise ValueError(f"`weights` must be nonnegative, per sequence ({n},) or per target token "
-                         f"({n}, {train_tokens.shape[1] - 1}); got {rho.shape}.")
-    rho = rho / rho.mean()
+    rho = training_weights(weights, train_tokens)
     run, opt = _chunk_fn(mcfg, cfg.learning_rate, cfg.train_steps, cfg.warmup_steps, n, cfg.train_batch)
     vrun = jax.jit(jax.vmap(run, in_axes=(0, None, None, None, 0)))
     read_one = _readout_fn(mcfg)
@@ -73,16 +70,32 @@ def train_arm_seeds(cfg, seeds, weights, train_tokens, repeat_tokens) -> dict:
     return {"steps": np.array(steps), "prefix_matching": np.stack(pm, 1), "induction_loss": np.stack(il, 1)}
 
 
+def train_arms_cached(cfg, seeds, arms: dict, train_tokens, repeat_tokens, work: Path, *,
+                      progress: bool = False, timings: dict | None = None) -> dict:
+    """`train_arm_seeds` for each ``{name: ρ}`` of ``arms``, each kept in ``work/<name>.npz`` as
+    soon as it is done (a rerun resumes; a fault loses no finished arm). Wall times go to
+    ``timings`` (``<name>_s``, ``"cached"`` for an arm loaded from ``work``) when given."""
+    work.mkdir(parents=True, exist_ok=True)
+    res = {}
+    for a, rho in arms.items():
+        t, cached = time.perf_counter(), (work / f"{a}.npz").exists()
+        res[a] = common.cached_stage(work / f"{a}.npz", lambda rho=rho: train_arm_seeds(
+            cfg, seeds, rho, train_tokens, repeat_tokens))
+        dt = time.perf_counter() - t
+        if timings is not None:
+            timings[f"{a}_s"] = "cached" if cached else dt
+        if progress:
+            print(f"{a}: {len(seeds)} seeds in {dt:.1f} s", flush=True)
+    return res
+
+
 def run_seeds(profile: str, seeds, out: Path, *, arms=("baseline", "accelerate", "delay", "random"),
               shipped_root=None, progress: bool = True) -> dict:
     """Retrain ``seeds`` under the shipped weights of ``transformer-patterning`` at ``profile``
     and its null reweightings; save arrays + record to ``out`` (resuming from ``out/work``)."""
     from ..artifacts import provenance
     t0 = time.perf_counter()
-    shipped = load_results("transformer-patterning", profile, shipped_root)
-    if shipped is None:
-        raise FileNotFoundError(f"no transformer-patterning results at profile {profile!r}: run "
-                                f"`python -m susc run transformer-patterning --profile {profile}` first")
+    shipped = load_shipped(profile, shipped_root)
     cfg = _config.get_config("transformer-patterning", profile)
     names = [str(a) for a in shipped.arrays["arm_names"]]
     W = shipped.arrays["weights"]
@@ -93,19 +106,7 @@ def run_seeds(profile: str, seeds, out: Path, *, arms=("baseline", "accelerate",
     todo = {a: (np.ones(len(tokens)) if a == "baseline" else W[names.index(a)]) for a in arms}
     for k, r in enumerate(null_weights(cfg, W[names.index("accelerate")])):
         todo[f"null{k}"] = r
-    work = Path(out) / "work"
-    work.mkdir(parents=True, exist_ok=True)
-    res = {}
-    for a, rho in todo.items():
-        path = work / f"{a}.npz"
-        if path.exists():
-            res[a] = dict(np.load(path))
-            continue
-        t = time.perf_counter()
-        res[a] = train_arm_seeds(cfg, seeds, rho, tokens, rep)
-        np.savez(path, **res[a])
-        if progress:
-            print(f"{a}: {len(seeds)} seeds in {time.perf_counter() - t:.1f} s", flush=True)
+    res = train_arms_cached(cfg, seeds, todo, tokens, rep, Path(out) / "work", progress=progress)
     steps = res["baseline"]["steps"]
     pm = np.stack([res[a]["prefix_matching"].max(axis=2) for a in todo], 1)         # [S, A, R]
     th = 0.5 * (pm[:, 0, 0] + pm[:, 0, -1])
@@ -122,19 +123,39 @@ def run_seeds(profile: str, seeds, out: Path, *, arms=("baseline", "accelerate",
     return arrays
 
 
-def _main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", default="3:19", help="first:stop (Python range), default 3:19")
+def load_shipped(profile: str, root=None):
+    """The saved ``transformer-patterning`` results at ``profile`` (weights, thresholds), or a
+    clear error saying how to make them."""
+    shipped = load_results("transformer-patterning", profile, root)
+    if shipped is None:
+        raise FileNotFoundError(f"no transformer-patterning results at profile {profile!r}: run "
+                                f"`python -m susc run transformer-patterning --profile {profile}` first")
+    return shipped
+
+
+def seeds_cli(doc: str, argv, *, default: str, tiny: str, suffix: str, extra=()):
+    """The command line shared by the many-seed jobs: ``(args, profile, seeds, out)``. ``extra``
+    holds ``(flag, kwargs)`` pairs for `argparse.ArgumentParser.add_argument`. Parsing only: the
+    caller turns on the compilation cache (`susc.config.setup`)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--seeds", default=default, help=f"first:stop (Python range), default {default}")
     ap.add_argument("--profile", default="small")
-    ap.add_argument("--tiny", action="store_true", help="CPU check: tiny profile, seeds 3:5")
+    ap.add_argument("--tiny", action="store_true", help=f"CPU check: tiny profile, seeds {tiny}")
     ap.add_argument("--out", default=None)
     ap.add_argument("--shipped-root", default=None, help="results root holding transformer-patterning")
+    for flag, kw in extra:
+        ap.add_argument(flag, **kw)
     a = ap.parse_args(argv)
-    _config.setup()
     profile = "tiny" if a.tiny else a.profile
-    lo, hi = (int(x) for x in ("3:5" if a.tiny else a.seeds).split(":"))
-    out = Path(a.out) if a.out else DEFAULT_ROOT / "transformer-patterning" / f"{profile}-seeds"
-    arr = run_seeds(profile, range(lo, hi), out, shipped_root=a.shipped_root)
+    lo, hi = (int(x) for x in (tiny if a.tiny else a.seeds).split(":"))
+    out = Path(a.out) if a.out else DEFAULT_ROOT / "transformer-patterning" / f"{profile}-{suffix}"
+    return a, profile, range(lo, hi), out
+
+
+def _main(argv=None):
+    a, profile, seeds, out = seeds_cli(__doc__, argv, default="3:19", tiny="3:5", suffix="seeds")
+    _config.setup()
+    arr = run_seeds(profile, seeds, out, shipped_root=a.shipped_root)
     print(dict(zip(arr["arm_names"].tolist(), arr["formation_step"].T.tolist())))
 
 
