@@ -130,16 +130,27 @@ def test_controls_end_to_end_tiny(tmp_path):
     names = list(res["arm_names"])
     assert names == list(cc.ARMS)
     q, cw, chi = res["class_share"], res["class_weights"], res["class_chi"]
+    k = [names.index(a) for a in cc.CLASS_ARMS]
     np.testing.assert_allclose(cw @ q, 1.0, rtol=1e-9)
-    np.testing.assert_allclose(res["dmu_predicted"][1:6], cfg.nbeta * ((cw - 1) * q) @ chi,
+    np.testing.assert_allclose(res["dmu_predicted"][k], cfg.nbeta * ((cw - 1) * q) @ chi,
                                rtol=1e-3, atol=1e-9)
-    assert res["dmu_predicted"][1] > 0 > res["dmu_predicted"][2]
+    i = {a: names.index(a) for a in names}
+    assert res["dmu_predicted"][i["pm_accelerate"]] > 0 > res["dmu_predicted"][i["pm_delay"]]
     np.testing.assert_allclose(cw[0] - 1, 1 - cw[1], atol=1e-12)
     assert np.max(np.abs(cw[:2] - 1)) == pytest.approx(cfg.max_change, rel=1e-9)
+    # the hand arms: the class at 2 or 0, the rest equal
+    for c, name in ((1, "induction"), (3, "bracket_close")):
+        up, off = cw[cc.CLASS_ARMS.index(f"{name}_up")], cw[cc.CLASS_ARMS.index(f"{name}_off")]
+        assert up[c] == 2.0 and off[c] == 0.0 and np.ptp(np.delete(up, c)) == 0
     rms = res["weight_rms"]
-    assert rms[3] == pytest.approx(rms[1], rel=1e-6) and rms[4] == pytest.approx(rms[5])
+    assert rms[i["pm_random"]] == pytest.approx(rms[i["pm_accelerate"]], rel=1e-6)
+    assert rms[i["induction_up"]] == pytest.approx(rms[i["induction_off"]])
     acc = shipped.arrays["weights"][list(shipped.arrays["arm_names"]).index("accelerate")]
-    assert rms[6] == pytest.approx(0.05 * np.sqrt(np.mean((acc - 1) ** 2)), rel=1e-6)
+    assert rms[i["tiny_random"]] == pytest.approx(0.05 * np.sqrt(np.mean((acc - 1) ** 2)),
+                                                  rel=1e-6)
+    # the posterior check covers every class arm, nothing else
+    assert np.all(np.isfinite(res["dmu_resampled"][k]))
+    assert np.isnan(res["dmu_resampled"][i["tiny_random"]])
     # the coordinate is the mean over the last layer's heads of the readout at the initialization
     mcfg = cp.model_config(cp.synthetic_config(cfg))
     rep = formation.repeated_sequences(jax.random.key(7), cfg.repeat_sequences, cfg.seq_len // 2,

@@ -12,9 +12,11 @@ and formation readout, all retrained for many seeds at once (`train_arm_seeds`):
    + √ε ξ) gives min-norm class weights (`circuit_patterning_classes.class_arm_weights`):
    ``pm_accelerate`` asks for dμ > 0, ``pm_delay`` for dμ < 0, ``pm_random`` is a random class
    direction of the same token-space size; predicted dμ = nβ Σ_c q_c (ρ_c − 1) χ̄_c.
-2. *Hand-designed positive controls.* ``induction_up`` weights every planted induction target 2
-   and the rest (1 − 2q)/(1 − q) (mass Σ_c q_c ρ_c = 1); ``induction_off`` weights induction targets
-   0 and the rest 1/(1 − q). If these do not move formation, no first-order data weights will.
+2. *Hand-made controls* for the classes `HAND_CLASSES`: ``<class>_up`` weights every target of
+   the class 2 and the rest (1 − 2q)/(1 − q) (mass Σ_c q_c ρ_c = 1); ``<class>_off`` weights it 0
+   and the rest 1/(1 − q). For the planted induction targets these are positive controls: if
+   they do not move formation, few data weights will; for ``bracket_close``, μ's largest lever,
+   they separate that one class's effect from the rest of the ``pm`` weights.
 3. *Sensitivity.* ``tiny_random``: a per-sequence random reweighting with ``tiny_scale`` times the
    RMS change of the shipped ``accelerate`` weights. Its prediction is ≈ 0 on any coordinate; if
    it still moves formation by as much as the full-size arms, formation timing is not a smooth
@@ -33,9 +35,10 @@ Arrays: ``arm_names`` [A], ``seeds`` [S], ``formation_step`` [S, A] (inf: not fo
 ``threshold`` (scalar), ``readout_steps`` [R], ``prefix_matching_max`` / ``coordinate`` (μ) /
 ``induction_loss`` [S, A, R], ``dmu_predicted`` / ``dmu_predicted_se`` [A] (μ; NaN where no
 susceptibility applies), ``dmu_resampled`` / ``dmu_resampled_se`` [A] (⟨μ⟩_ρ − ⟨μ⟩_1 of the
-reweighted posterior at w_e, common random numbers), ``dmu_realized`` [S, A] (μ(arm) − μ(baseline) at ``early_step``),
+reweighted posterior at w_e, common random numbers), ``dmu_realized`` [S, A]
+(μ(arm) − μ(baseline) at ``early_step``),
 ``weight_rms`` [A] (RMS of ρ − 1 over target tokens), ``class_names`` / ``class_chi`` /
-``class_chi_se`` / ``class_share`` [P], ``class_weights`` [class arms, P].
+``class_chi_se`` / ``class_share`` [P], ``class_weights`` [`CLASS_ARMS`, P].
 """
 from __future__ import annotations
 
@@ -60,11 +63,16 @@ from .circuit_patterning_classes import class_arm_weights, class_susceptibility
 from .circuit_patterning_seeds import load_shipped, seeds_cli, train_arms_cached
 from .transformer import make_data
 
-__all__ = ["ARMS", "last_layer_prefix_matching_fn", "hand_class_weights", "control_weights",
+__all__ = ["ARMS", "CLASS_ARMS", "HAND_CLASSES", "last_layer_prefix_matching_fn", "hand_class_weights", "control_weights",
            "run_controls"]
 
+#: Classes of the hand-made controls: ``<class>_up`` weights the class 2, ``<class>_off`` 0.
+#: bracket_close is the largest lever of μ's class susceptibility at the small profile's w_e.
+HAND_CLASSES = ("induction", "bracket_close")
 ARMS = ("baseline", "pm_accelerate", "pm_delay", "pm_random", "induction_up", "induction_off",
-        "tiny_random")
+        "tiny_random", "bracket_close_up", "bracket_close_off")
+#: The arms whose weights are constant on planted classes (rows of ``class_weights``).
+CLASS_ARMS = tuple(a for a in ARMS if a not in ("baseline", "tiny_random"))
 
 
 def last_layer_prefix_matching_fn(mcfg, repeat_tokens):
@@ -88,12 +96,12 @@ def hand_class_weights(q, cls: int, up: float = 2.0) -> np.ndarray:
 
 def control_weights(cfg, w_e, tokens, labels, repeat_tokens, accelerate, *, num_draws: int,
                     tiny_scale: float, progress: bool = False) -> dict:
-    """The arms' weights, as ``class_weights`` [5, P] (``pm_accelerate``, ``pm_delay``,
-    ``pm_random``, ``induction_up``, ``induction_off``) and ``tiny_random`` [n] (per sequence), the
-    class susceptibility of μ at w_e and the predicted dμ of the class arms (see `arm_rhos`)."""
+    """The arms' weights, as ``class_weights`` [len(CLASS_ARMS), P] and ``tiny_random`` [n] (per
+    sequence), the class susceptibility of μ at w_e, and per arm of `ARMS` the predicted dμ
+    (NaN for ``tiny_random``) and the RMS weight change over target tokens (see `arm_rhos`)."""
     mcfg = model_config(synthetic_config(cfg))
     P = len(PATTERNS)
-    ind = next(c for c, name in PATTERNS.items() if name == "induction")
+    cls = {name: c for c, name in PATTERNS.items()}
     sus = class_susceptibility(cfg, w_e, tokens, labels, repeat_tokens, P, num_draws=num_draws,
                                phi_fn=last_layer_prefix_matching_fn(mcfg, repeat_tokens),
                                progress=progress)
@@ -102,25 +110,29 @@ def control_weights(cfg, w_e, tokens, labels, repeat_tokens, accelerate, *, num_
     # the random class direction than the shipped random_class arm's
     _, (lower, raise_, rand) = class_arm_weights(
         dataclasses.replace(cfg, sample_seed=cfg.sample_seed + 100), sus["chi"], q, labels)
-    cw = np.stack([raise_, lower, rand, hand_class_weights(q, ind, 2.0),
-                   hand_class_weights(q, ind, 0.0)])
+    rows = {"pm_accelerate": raise_, "pm_delay": lower, "pm_random": rand}
+    for c in HAND_CLASSES:
+        rows[f"{c}_up"] = hand_class_weights(q, cls[c], 2.0)
+        rows[f"{c}_off"] = hand_class_weights(q, cls[c], 0.0)
+    cw = np.stack([rows[a] for a in CLASS_ARMS])
     pred, pred_se = predicted_shifts(cfg, sus, cw, shares=q)
     acc = np.asarray(accelerate, np.float64)
     tiny = patterning.random_reweighting(jax.random.key(cfg.sample_seed + 60),
                                          1 + tiny_scale * (acc - 1))
-    rms = [0.0, *np.sqrt((cw - 1) ** 2 @ q), np.sqrt(np.mean((tiny - 1) ** 2))]
-    return {"class_weights": cw, "tiny_random": tiny, "weight_rms": np.array(rms),
+    per_arm = lambda v, base, t: np.array([base if a == "baseline" else t if a == "tiny_random"
+                                           else v[CLASS_ARMS.index(a)] for a in ARMS])
+    return {"class_weights": cw, "tiny_random": tiny,
+            "weight_rms": per_arm(np.sqrt((cw - 1) ** 2 @ q), 0.0, np.sqrt(np.mean((tiny - 1) ** 2))),
             "class_chi": sus["chi"], "class_chi_se": sus["chi_se"], "class_share": q,
-            "dmu_predicted": np.r_[0.0, pred, np.nan], "dmu_predicted_se": np.r_[0.0, pred_se, np.nan]}
+            "dmu_predicted": per_arm(pred, 0.0, np.nan), "dmu_predicted_se": per_arm(pred_se, 0.0, np.nan)}
 
 
 def arm_rhos(ws: dict, labels) -> dict:
     """``{arm: ρ}`` in `ARMS` order: per-token [n, T] for the class arms, per-sequence [n] else."""
     labels = np.asarray(labels)
-    rhos = {"baseline": np.ones(labels.shape[0])}
-    rhos.update({a: r[labels] for a, r in zip(ARMS[1:6], ws["class_weights"])})
-    rhos["tiny_random"] = ws["tiny_random"]
-    return rhos
+    cw = dict(zip(CLASS_ARMS, ws["class_weights"]))
+    return {a: (np.ones(labels.shape[0]) if a == "baseline" else ws["tiny_random"]
+                if a == "tiny_random" else cw[a][labels]) for a in ARMS}
 
 
 def run_controls(profile: str, seeds, out: Path, *, num_draws: int | None = None,
@@ -177,8 +189,10 @@ def run_controls(profile: str, seeds, out: Path, *, num_draws: int | None = None
               "prefix_matching_max": pm, "coordinate": mu,
               "induction_loss": np.stack([res[a]["induction_loss"] for a in ARMS], 1),
               "dmu_realized": mu[:, :, e] - mu[:, :1, e],
-              "dmu_resampled": np.r_[0.0, post["value"], np.nan],
-              "dmu_resampled_se": np.r_[0.0, post["se"], np.nan],
+              **{f"dmu_resampled{k}": np.array([
+                  0.0 if a == "baseline" else np.nan if a == "tiny_random"
+                  else float(post[v][CLASS_ARMS.index(a)]) for a in ARMS])
+                 for k, v in (("", "value"), ("_se", "se"))},
               "class_names": np.array([PATTERNS[c] for c in range(len(PATTERNS))]),
               **{k: np.asarray(ws[k]) for k in ("dmu_predicted", "dmu_predicted_se", "weight_rms",
                                                 "class_chi", "class_chi_se", "class_share",
