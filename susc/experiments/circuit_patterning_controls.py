@@ -63,8 +63,8 @@ from .circuit_patterning_classes import class_arm_weights, class_susceptibility
 from .circuit_patterning_seeds import load_shipped, seeds_cli, train_arms_cached
 from .transformer import make_data
 
-__all__ = ["ARMS", "CLASS_ARMS", "HAND_CLASSES", "last_layer_prefix_matching_fn", "hand_class_weights", "control_weights",
-           "run_controls"]
+__all__ = ["ARMS", "CLASS_ARMS", "HAND_CLASSES", "last_layer_mean", "last_layer_prefix_matching_fn",
+           "hand_class_weights", "control_weights", "arm_rhos", "run_controls"]
 
 #: Classes of the hand-made controls: ``<class>_up`` weights the class 2, ``<class>_off`` 0.
 #: bracket_close is the largest lever of μ's class susceptibility at the small profile's w_e.
@@ -75,12 +75,21 @@ ARMS = ("baseline", "pm_accelerate", "pm_delay", "pm_random", "induction_up", "i
 CLASS_ARMS = tuple(a for a in ARMS if a not in ("baseline", "tiny_random"))
 
 
+def last_layer_mean(pm, mcfg):
+    """Mean over the last layer's heads of per-head scores ``pm`` [..., L·H] (numpy or jax)."""
+    return pm.reshape(pm.shape[:-1] + (mcfg.n_layers, mcfg.n_heads))[..., -1, :].mean(axis=-1)
+
+
 def last_layer_prefix_matching_fn(mcfg, repeat_tokens):
     """μ(params): mean prefix-matching score of the last layer's heads on ``repeat_tokens``."""
-    def fn(params):
-        pm = formation.induction_readouts(params, repeat_tokens, mcfg)["prefix_matching"]
-        return pm.reshape(mcfg.n_layers, mcfg.n_heads)[-1].mean()
-    return fn
+    return lambda params: last_layer_mean(
+        formation.induction_readouts(params, repeat_tokens, mcfg)["prefix_matching"], mcfg)
+
+
+def _per_arm(class_values, baseline, tiny) -> np.ndarray:
+    """A value per arm of `ARMS` from one per row of ``class_weights`` and the two others."""
+    return np.array([baseline if a == "baseline" else tiny if a == "tiny_random"
+                     else class_values[CLASS_ARMS.index(a)] for a in ARMS], dtype=float)
 
 
 def hand_class_weights(q, cls: int, up: float = 2.0) -> np.ndarray:
@@ -119,12 +128,11 @@ def control_weights(cfg, w_e, tokens, labels, repeat_tokens, accelerate, *, num_
     acc = np.asarray(accelerate, np.float64)
     tiny = patterning.random_reweighting(jax.random.key(cfg.sample_seed + 60),
                                          1 + tiny_scale * (acc - 1))
-    per_arm = lambda v, base, t: np.array([base if a == "baseline" else t if a == "tiny_random"
-                                           else v[CLASS_ARMS.index(a)] for a in ARMS])
     return {"class_weights": cw, "tiny_random": tiny,
-            "weight_rms": per_arm(np.sqrt((cw - 1) ** 2 @ q), 0.0, np.sqrt(np.mean((tiny - 1) ** 2))),
+            "weight_rms": _per_arm(np.sqrt((cw - 1) ** 2 @ q), 0.0, np.sqrt(np.mean((tiny - 1) ** 2))),
             "class_chi": sus["chi"], "class_chi_se": sus["chi_se"], "class_share": q,
-            "dmu_predicted": per_arm(pred, 0.0, np.nan), "dmu_predicted_se": per_arm(pred_se, 0.0, np.nan)}
+            "dmu_predicted": _per_arm(pred, 0.0, np.nan),
+            "dmu_predicted_se": _per_arm(pred_se, 0.0, np.nan)}
 
 
 def arm_rhos(ws: dict, labels) -> dict:
@@ -177,10 +185,8 @@ def run_controls(profile: str, seeds, out: Path, *, num_draws: int | None = None
     res = train_arms_cached(cfg, seeds, arm_rhos(ws, labels), tokens, rep, work, progress=progress,
                             timings=timings)
     steps = res["baseline"]["steps"]
-    L, H = mcfg.n_layers, mcfg.n_heads
     pm_all = np.stack([res[a]["prefix_matching"] for a in ARMS], 1)               # [S, A, R, L·H]
-    pm = pm_all.max(axis=3)
-    mu = pm_all.reshape(pm_all.shape[:3] + (L, H))[..., -1, :].mean(axis=3)      # [S, A, R]
+    pm, mu = pm_all.max(axis=3), last_layer_mean(pm_all, mcfg)                   # [S, A, R]
     e = int(np.searchsorted(steps, cfg.early_step))
     arrays = {"arm_names": np.array(ARMS), "seeds": np.array(list(seeds)),
               "formation_step": np.array([[formation.crossing_step(steps, p, th) for p in row]
@@ -189,10 +195,8 @@ def run_controls(profile: str, seeds, out: Path, *, num_draws: int | None = None
               "prefix_matching_max": pm, "coordinate": mu,
               "induction_loss": np.stack([res[a]["induction_loss"] for a in ARMS], 1),
               "dmu_realized": mu[:, :, e] - mu[:, :1, e],
-              **{f"dmu_resampled{k}": np.array([
-                  0.0 if a == "baseline" else np.nan if a == "tiny_random"
-                  else float(post[v][CLASS_ARMS.index(a)]) for a in ARMS])
-                 for k, v in (("", "value"), ("_se", "se"))},
+              "dmu_resampled": _per_arm(post["value"], 0.0, np.nan),
+              "dmu_resampled_se": _per_arm(post["se"], 0.0, np.nan),
               "class_names": np.array([PATTERNS[c] for c in range(len(PATTERNS))]),
               **{k: np.asarray(ws[k]) for k in ("dmu_predicted", "dmu_predicted_se", "weight_rms",
                                                 "class_chi", "class_chi_se", "class_share",
